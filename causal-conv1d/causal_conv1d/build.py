@@ -1,0 +1,53 @@
+"""Build rules shared by the `causal_conv1d` and `mamba_ssm` setup scripts.
+
+The CPU extension is always built. The CUDA extension is built when a CUDA toolkit and a CUDA
+build of torch are both present, unless `<PREFIX>_SKIP_CUDA_BUILD=TRUE`; `<PREFIX>_FORCE_CUDA_BUILD=TRUE`
+builds it regardless (e.g. in a container without a GPU). One log line says what was built.
+This module is imported by setup.py only; it needs torch, never at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in ("1", "TRUE", "YES", "ON")
+
+
+def kernel_extensions(prefix: str, package: str, cpu_sources: list[str], cuda_sources: list[str]) -> list:
+    """Extension modules `<package>._C_cpu` and (maybe) `<package>._C_cuda`."""
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+
+    cxx_flags = ["-O3", "-fopenmp"]  # BuildExtension adds the -std torch needs
+    extensions = [CppExtension(f"{package}._C_cpu", cpu_sources, extra_compile_args=cxx_flags, extra_link_args=["-fopenmp"])]
+    if not cpu_sources:  # a source checkout missing csrc/: still installable, runs the reference
+        extensions = []
+
+    force, skip = _flag(f"{prefix}_FORCE_CUDA_BUILD"), _flag(f"{prefix}_SKIP_CUDA_BUILD")
+    toolkit, cuda_torch = CUDA_HOME is not None, torch.version.cuda is not None
+    if not cuda_sources:
+        why = "this version has no CUDA sources"
+    elif skip:
+        why = f"{prefix}_SKIP_CUDA_BUILD is set"
+    elif not force and not (toolkit and cuda_torch):
+        why = "no CUDA toolkit found" if not toolkit else "torch is a CPU-only build"
+    else:
+        why = None
+        # Build for Ampere and Hopper unless the user says otherwise (upstream ignored this variable).
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        nvcc_flags = [
+            "-O3", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo",
+            "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
+            "-U__CUDA_NO_BFLOAT16_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+            f"--threads={os.environ.get('NVCC_THREADS', '4')}",
+        ]
+        extensions.append(
+            CUDAExtension(f"{package}._C_cuda", cuda_sources, extra_compile_args={"cxx": ["-O3"], "nvcc": nvcc_flags})
+        )
+    cpu = "CPU" if cpu_sources else "no CPU kernels (no sources)"
+    built = f"{cpu} + CUDA (archs {os.environ['TORCH_CUDA_ARCH_LIST']})" if why is None else f"{cpu}, no CUDA ({why})"
+    print(f"[{package}] building kernels: {built}", file=sys.stderr, flush=True)
+    return extensions

@@ -1,0 +1,186 @@
+"""causal_conv1d: every backend available on this machine against the float32 reference.
+
+Tolerances (max abs error, relative to the output/gradient scale):
+  float32 inputs: 1e-5 on outputs and input gradients, 1e-4 on weight/bias gradients (sums over
+  batch x time); float16/bfloat16 inputs: the kernel computes in float32 from the same rounded
+  inputs as the reference, so it may differ only by the final rounding: 1 ulp of the dtype
+  (2^-7 bf16, 2^-10 fp16) relative, and 1e-4 on the float32 weight gradients.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update, dispatcher
+
+LOW_PRECISION_RTOL = {torch.bfloat16: 2**-7, torch.float16: 2**-10}
+
+
+def _close(actual, expected, rtol, name):
+    scale = expected.float().abs().max().clamp_min(1.0)
+    err = (actual.float() - expected.float()).abs().max()
+    assert err <= rtol * scale, f"{name}: max error {err:.3g} > {rtol:.1g} * {scale:.3g}"
+
+
+def _inputs(batch, dim, seqlen, width, dtype, has_bias, weight_dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, dim, seqlen, generator=g).to(dtype).requires_grad_()
+    weight = (torch.randn(dim, width, generator=g) / width**0.5).to(weight_dtype).requires_grad_()
+    bias = torch.randn(dim, generator=g).to(weight_dtype).requires_grad_() if has_bias else None
+    return x, weight, bias
+
+
+def _fwd_bwd(x, weight, bias, activation, reverse, backend, seed=1):
+    with dispatcher.force(backend):
+        out = causal_conv1d_fn(x, weight, bias, activation, reverse=reverse)
+        assert dispatcher.last_used["causal_conv1d"] == backend
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype)
+    leaves = [t for t in (x, weight, bias) if t is not None]
+    return out, torch.autograd.grad(out, leaves, dout)
+
+
+KERNEL_BACKENDS = [b for b in ("cpu",) if dispatcher.available()[b]]
+
+
+def test_cpu_kernel_is_built():
+    assert dispatcher.available()["cpu"], dispatcher.describe()
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("seqlen", [1, 2, 3, 8, 129, 2049])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_fp32_matches_reference(backend, width, seqlen, reverse, activation):
+    x, weight, bias = _inputs(2, 6, seqlen, width, torch.float32, has_bias=seqlen % 2 == 1)
+    out, grads = _fwd_bwd(x, weight, bias, activation, reverse, backend)
+    ref_out, ref_grads = _fwd_bwd(x, weight, bias, activation, reverse, "ref")
+    _close(out, ref_out, 1e-5, "out")
+    for name, grad, ref in zip(("dx", "dweight", "dbias"), grads, ref_grads):
+        _close(grad, ref, 1e-5 if name == "dx" else 1e-4, name)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("weight_dtype", [torch.float32, "same"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_low_precision_matches_reference(backend, dtype, weight_dtype, reverse):
+    weight_dtype = dtype if weight_dtype == "same" else weight_dtype
+    x, weight, bias = _inputs(2, 8, 77, 4, dtype, True, weight_dtype)
+    out, grads = _fwd_bwd(x, weight, bias, "silu", reverse, backend)
+    ref_out, ref_grads = _fwd_bwd(x, weight, bias, "silu", reverse, "ref")
+    assert out.dtype == dtype and grads[1].dtype == weight_dtype
+    _close(out, ref_out, LOW_PRECISION_RTOL[dtype], "out")
+    _close(grads[0], ref_grads[0], LOW_PRECISION_RTOL[dtype], "dx")
+    for name, grad, ref in zip(("dweight", "dbias"), grads[1:], ref_grads[1:]):
+        rtol = LOW_PRECISION_RTOL[dtype] if weight_dtype != torch.float32 else 1e-4
+        _close(grad, ref, rtol, name)
+
+
+def test_reference_matches_conv1d_definition():
+    x, weight, bias = _inputs(2, 3, 10, 3, torch.float32, True)
+    x, weight, bias = x.detach(), weight.detach(), bias.detach()
+    out = causal_conv1d_ref(x, weight, bias)
+    # out[t] = bias + sum_k w[k] x[t - (W-1) + k]
+    for t in range(10):
+        expect = bias.expand(2, 3).clone()
+        for k in range(3):
+            s = t - 2 + k
+            if s >= 0:
+                expect += weight[:, k] * x[:, :, s]
+        torch.testing.assert_close(out[:, :, t], expect)
+    # reverse = flip(conv(flip(x))): out[t] depends on x[t .. t+W-1]
+    rev = causal_conv1d_ref(x, weight, bias, reverse=True)
+    torch.testing.assert_close(rev, causal_conv1d_ref(x.flip(-1), weight, bias).flip(-1))
+    assert not torch.allclose(rev, out)
+
+
+def test_reference_gradcheck_float64():
+    x, weight, bias = (t.detach().double().requires_grad_() for t in _inputs(1, 2, 7, 3, torch.float32, True))
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(lambda a, w, b: causal_conv1d_ref(a, w, b, "silu", reverse), (x, weight, bias))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_backward_is_deterministic_across_thread_counts(backend):
+    x, weight, bias = _inputs(4, 16, 300, 4, torch.float32, True)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, one = _fwd_bwd(x, weight, bias, "silu", False, backend)
+        torch.set_num_threads(2)
+        _, two = _fwd_bwd(x, weight, bias, "silu", False, backend)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_non_contiguous_input(backend):
+    wide = torch.randn(2, 12, 50)
+    x = wide[:, 2:8].requires_grad_()  # a channel slice: not contiguous
+    _, weight, bias = _inputs(2, 6, 50, 4, torch.float32, True)
+    out, _ = _fwd_bwd(x, weight, bias, None, False, backend)
+    _close(out, causal_conv1d_ref(x, weight, bias), 1e-5, "out")
+
+
+@pytest.mark.parametrize("width", [2, 4])
+def test_update_streams_the_full_convolution(width):
+    x, weight, bias = (t.detach() for t in _inputs(2, 5, 9, width, torch.float32, True))
+    full = causal_conv1d_ref(x, weight, bias, "silu")
+    state = torch.zeros(2, 5, width)
+    steps = [causal_conv1d_update(x[:, :, t], state, weight, bias, "silu") for t in range(9)]
+    torch.testing.assert_close(torch.stack(steps, dim=-1), full)
+    torch.testing.assert_close(state, x[:, :, -width:])
+
+
+def test_bad_arguments_are_rejected():
+    x = torch.randn(1, 4, 8)
+    with pytest.raises(ValueError, match="width"):
+        causal_conv1d_fn(x, torch.randn(4, 5))
+    with pytest.raises(ValueError, match="weight"):
+        causal_conv1d_fn(x, torch.randn(3, 4))
+    with pytest.raises(NotImplementedError, match="activation"):
+        causal_conv1d_fn(x, torch.randn(4, 4), activation="relu")
+
+
+def test_dispatcher_forcing_and_reporting(monkeypatch):
+    x, weight = torch.randn(1, 4, 8), torch.randn(4, 4)
+    monkeypatch.setenv("CAUSAL_CONV1D_BACKEND", "ref")
+    causal_conv1d_fn(x, weight)
+    assert dispatcher.last_used["causal_conv1d"] == "ref"
+    monkeypatch.setenv("CAUSAL_CONV1D_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="cuda"):
+        causal_conv1d_fn(x, weight)
+    monkeypatch.setenv("CAUSAL_CONV1D_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="expected one of"):
+        causal_conv1d_fn(x, weight)
+    monkeypatch.delenv("CAUSAL_CONV1D_BACKEND")
+    causal_conv1d_fn(x, weight)
+    assert dispatcher.last_used["causal_conv1d"] == "cpu"
+    assert "cpu: yes" in dispatcher.describe()
+
+
+def test_reference_kernel_module_follows_the_contract():
+    """The `ref` backend module (used by fused callers) writes the same as autograd on the reference."""
+    from causal_conv1d import ref_kernels
+
+    x, weight, bias = _inputs(2, 3, 11, 4, torch.float32, True)
+    out = torch.empty_like(x)
+    ref_kernels.fwd(x.detach(), weight.detach(), bias.detach(), out, True, True)
+    expected = causal_conv1d_ref(x, weight, bias, "silu", reverse=True)
+    torch.testing.assert_close(out, expected.detach())
+    dout = torch.randn_like(out)
+    dx, dw, db = torch.empty_like(x), torch.empty_like(weight), torch.empty_like(bias)
+    ref_kernels.bwd(x.detach(), weight.detach(), bias.detach(), dout, dx, dw, db, True, True)
+    for got, want in zip((dx, dw, db), torch.autograd.grad(expected, (x, weight, bias), dout)):
+        torch.testing.assert_close(got, want)
+
+
+def test_matches_torch_conv1d_module():
+    """The Mamba mixer passes nn.Conv1d weights: (dim, 1, width) reshaped to (dim, width)."""
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3)
+    x = torch.randn(2, 6, 20)
+    expected = F.silu(conv(x)[..., :20])
+    torch.testing.assert_close(causal_conv1d_fn(x, conv.weight.squeeze(1), conv.bias, "silu"), expected)
