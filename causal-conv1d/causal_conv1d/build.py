@@ -16,13 +16,48 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().upper() in ("1", "TRUE", "YES", "ON")
 
 
+def nvcc_flags() -> list[str]:
+    """Our nvcc flags (torch's BuildExtension adds its own, the -std and the -gencode ones)."""
+    return [
+        "-O3",
+        "--use_fast_math",
+        "--expt-relaxed-constexpr",
+        "-lineinfo",
+        "-U__CUDA_NO_HALF_OPERATORS__",
+        "-U__CUDA_NO_HALF_CONVERSIONS__",
+        "-U__CUDA_NO_BFLOAT16_OPERATORS__",
+        "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        f"--threads={os.environ.get('NVCC_THREADS', '4')}",
+    ]
+
+
+def _toolkit_dirs(cuda_home: str | None) -> tuple[list[str], list[str]]:
+    """Extra (include, library) dirs when CUDA_HOME lacks the runtime headers.
+
+    torch derives CUDA_HOME from the `nvcc` on PATH; when that is a wrapper script (e.g.
+    /usr/local/bin/nvcc running /usr/local/cuda-X/bin/nvcc), CUDA_HOME/include has no
+    cuda_runtime.h and the host compiler cannot build the binding files. nvcc itself knows its
+    headers, so only the host-side include and library paths need the real toolkit.
+    """
+    candidates = [cuda_home, os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    for root in filter(None, candidates):
+        if os.path.exists(os.path.join(root, "include", "cuda_runtime_api.h")):
+            if root == cuda_home:
+                return [], []
+            libs = [d for d in (os.path.join(root, "lib64"), os.path.join(root, "lib")) if os.path.isdir(d)]
+            return [os.path.join(root, "include")], libs
+    return [], []
+
+
 def kernel_extensions(prefix: str, package: str, cpu_sources: list[str], cuda_sources: list[str]) -> list:
     """Extension modules `<package>._C_cpu` and (maybe) `<package>._C_cuda`."""
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
 
     cxx_flags = ["-O3", "-fopenmp"]  # BuildExtension adds the -std torch needs
-    extensions = [CppExtension(f"{package}._C_cpu", cpu_sources, extra_compile_args=cxx_flags, extra_link_args=["-fopenmp"])]
+    extensions = [
+        CppExtension(f"{package}._C_cpu", cpu_sources, extra_compile_args=cxx_flags, extra_link_args=["-fopenmp"])
+    ]
     if not cpu_sources:  # a source checkout missing csrc/: still installable, runs the reference
         extensions = []
 
@@ -38,14 +73,15 @@ def kernel_extensions(prefix: str, package: str, cpu_sources: list[str], cuda_so
         why = None
         # Build for Ampere and Hopper unless the user says otherwise (upstream ignored this variable).
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        nvcc_flags = [
-            "-O3", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo",
-            "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
-            "-U__CUDA_NO_BFLOAT16_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
-            f"--threads={os.environ.get('NVCC_THREADS', '4')}",
-        ]
+        include_dirs, library_dirs = _toolkit_dirs(CUDA_HOME)
         extensions.append(
-            CUDAExtension(f"{package}._C_cuda", cuda_sources, extra_compile_args={"cxx": ["-O3"], "nvcc": nvcc_flags})
+            CUDAExtension(
+                f"{package}._C_cuda",
+                cuda_sources,
+                include_dirs=include_dirs,
+                library_dirs=library_dirs,
+                extra_compile_args={"cxx": ["-O3"], "nvcc": nvcc_flags()},
+            )
         )
     cpu = "CPU" if cpu_sources else "no CPU kernels (no sources)"
     built = f"{cpu} + CUDA (archs {os.environ['TORCH_CUDA_ARCH_LIST']})" if why is None else f"{cpu}, no CUDA ({why})"

@@ -50,7 +50,11 @@ def causal_conv1d_ref(
     seqlen, width = x.shape[-1], weight.shape[-1]
     ct = torch.promote_types(x.dtype, torch.float32)
     out = F.conv1d(
-        x.to(ct), weight.to(ct).unsqueeze(1), None if bias is None else bias.to(ct), padding=width - 1, groups=x.shape[1]
+        x.to(ct),
+        weight.to(ct).unsqueeze(1),
+        None if bias is None else bias.to(ct),
+        padding=width - 1,
+        groups=x.shape[1],
     )[..., :seqlen]
     return (F.silu(out) if silu else out).to(x.dtype)
 
@@ -59,7 +63,9 @@ def causal_conv1d_ref(
 # torch.compile needs no fake implementation and does not graph-break. The reference backend is
 # plain PyTorch and is called directly (it needs autograd, which custom ops switch off).
 @torch.library.custom_op("causal_conv1d::fwd", mutates_args=("out",))
-def _fwd_op(x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, silu: bool, reverse: bool, backend: str) -> None:
+def _fwd_op(
+    x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, silu: bool, reverse: bool, backend: str
+) -> None:
     dispatcher.kernels(backend).fwd(x, weight, bias, out, silu, reverse)
 
 
@@ -88,7 +94,13 @@ def conv_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse
 
 
 def conv_bwd(
-    x: Tensor, weight: Tensor, bias: Tensor | None, dout: Tensor, silu: bool, reverse: bool, backend: str,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    dout: Tensor,
+    silu: bool,
+    reverse: bool,
+    backend: str,
     dx: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Gradients (dx, dweight, dbias) through a kernel backend; dweight/dbias in float32.
@@ -135,7 +147,9 @@ def causal_conv1d_fn(
     """
     silu = _silu_flag(activation)
     if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
-        raise ValueError(f"expected x (batch, dim, seqlen) and weight (dim, width), got {tuple(x.shape)}, {tuple(weight.shape)}")
+        raise ValueError(
+            f"expected x (batch, dim, seqlen) and weight (dim, width), got {tuple(x.shape)}, {tuple(weight.shape)}"
+        )
     if not 2 <= weight.shape[1] <= 4:
         raise ValueError(f"conv width must be 2, 3 or 4, got {weight.shape[1]}")
     backend = dispatcher.pick("causal_conv1d", x.device)
@@ -151,7 +165,9 @@ def causal_conv1d_update(
     return the conv output for that step, (batch, dim) in x's dtype."""
     silu = _silu_flag(activation)
     if conv_state.shape != (*x.shape, weight.shape[-1]):
-        raise ValueError(f"conv_state must be (batch, dim, width) = {(*x.shape, weight.shape[-1])}, got {tuple(conv_state.shape)}")
+        raise ValueError(
+            f"conv_state must be (batch, dim, width) = {(*x.shape, weight.shape[-1])}, got {tuple(conv_state.shape)}"
+        )
     conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
     conv_state[..., -1] = x
     out = (conv_state.float() * weight.float()).sum(-1)

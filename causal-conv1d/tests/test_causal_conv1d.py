@@ -56,7 +56,7 @@ def test_fp32_matches_reference(backend, width, seqlen, reverse, activation):
     out, grads = _fwd_bwd(x, weight, bias, activation, reverse, backend)
     ref_out, ref_grads = _fwd_bwd(x, weight, bias, activation, reverse, "ref")
     _close(out, ref_out, 1e-5, "out")
-    for name, grad, ref in zip(("dx", "dweight", "dbias"), grads, ref_grads):
+    for name, grad, ref in zip(("dx", "dweight", "dbias"), grads, ref_grads, strict=False):
         _close(grad, ref, 1e-5 if name == "dx" else 1e-4, name)
 
 
@@ -72,7 +72,7 @@ def test_low_precision_matches_reference(backend, dtype, weight_dtype, reverse):
     assert out.dtype == dtype and grads[1].dtype == weight_dtype
     _close(out, ref_out, LOW_PRECISION_RTOL[dtype], "out")
     _close(grads[0], ref_grads[0], LOW_PRECISION_RTOL[dtype], "dx")
-    for name, grad, ref in zip(("dweight", "dbias"), grads[1:], ref_grads[1:]):
+    for name, grad, ref in zip(("dweight", "dbias"), grads[1:], ref_grads[1:], strict=True):
         rtol = LOW_PRECISION_RTOL[dtype] if weight_dtype != torch.float32 else 1e-4
         _close(grad, ref, rtol, name)
 
@@ -98,7 +98,9 @@ def test_reference_matches_conv1d_definition():
 def test_reference_gradcheck_float64():
     x, weight, bias = (t.detach().double().requires_grad_() for t in _inputs(1, 2, 7, 3, torch.float32, True))
     for reverse in (False, True):
-        assert torch.autograd.gradcheck(lambda a, w, b: causal_conv1d_ref(a, w, b, "silu", reverse), (x, weight, bias))
+        assert torch.autograd.gradcheck(
+            lambda a, w, b, rev=reverse: causal_conv1d_ref(a, w, b, "silu", rev), (x, weight, bias)
+        )
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -112,7 +114,7 @@ def test_backward_is_deterministic_across_thread_counts(backend):
         _, two = _fwd_bwd(x, weight, bias, "silu", False, backend)
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         assert torch.equal(a, b)
 
 
@@ -174,7 +176,7 @@ def test_reference_kernel_module_follows_the_contract():
     dout = torch.randn_like(out)
     dx, dw, db = torch.empty_like(x), torch.empty_like(weight), torch.empty_like(bias)
     ref_kernels.bwd(x.detach(), weight.detach(), bias.detach(), dout, dx, dw, db, True, True)
-    for got, want in zip((dx, dw, db), torch.autograd.grad(expected, (x, weight, bias), dout)):
+    for got, want in zip((dx, dw, db), torch.autograd.grad(expected, (x, weight, bias), dout), strict=True):
         torch.testing.assert_close(got, want)
 
 

@@ -10,7 +10,6 @@ from mamba_ssm.ops.selective_scan_interface import (
     mamba_inner_fn_no_out_proj,
     selective_scan_fn,
 )
-
 from mamba_ssm.ops.triton.layernorm import RMSNorm, layer_norm_fn, rms_norm_fn
 
 __all__ = [

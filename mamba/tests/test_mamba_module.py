@@ -12,7 +12,7 @@ from torch import nn
 import mamba_ssm
 from causal_conv1d import causal_conv1d_ref
 from causal_conv1d import dispatcher as conv_dispatcher
-from mamba_ssm import Block, InferenceParams, Mamba, create_block
+from mamba_ssm import InferenceParams, Mamba, create_block
 from mamba_ssm.ops import selective_scan_interface as ssi
 from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
 
@@ -56,7 +56,7 @@ def _run(module, x, backend):
     params = [x] + [p for p in module.parameters()]
     grads = torch.autograd.grad(out, params, dout, allow_unused=True)
     names = ["input"] + [n.removeprefix("m.") for n, _ in module.named_parameters()]
-    return out, dict(zip(names, grads))
+    return out, dict(zip(names, grads, strict=True))
 
 
 def _assert_same(a, b, rtol=1e-4):
@@ -108,8 +108,17 @@ def _by_hand(m, x):
         u = causal_conv1d_ref(u, conv.weight.squeeze(1), conv.bias, "silu")
         dt, B, C = torch.split(x_proj(rearrange(u, "b d l -> b l d")), [m.dt_rank, m.d_state, m.d_state], dim=-1)
         delta = rearrange(F.linear(dt, dt_proj.weight), "b l d -> b d l")
-        return selective_scan_ref(u, delta, -torch.exp(A_log), rearrange(B, "b l n -> b n l"), rearrange(C, "b l n -> b n l"),
-                                  D, z, dt_proj.bias, delta_softplus=True)  # fmt: skip
+        return selective_scan_ref(
+            u,
+            delta,
+            -torch.exp(A_log),
+            rearrange(B, "b l n -> b n l"),
+            rearrange(C, "b l n -> b n l"),
+            D,
+            z,
+            dt_proj.bias,
+            delta_softplus=True,
+        )
 
     y = direction(xz, m.conv1d, m.x_proj, m.dt_proj, m.A_log, m.D)
     if m.bimamba:
@@ -176,8 +185,9 @@ class _Stack(nn.Module):
         residual = None
         for layer in self.layers:
             x, residual = layer(x, residual)
-        return mamba_ssm.rms_norm_fn(x, self.norm_f.weight, None, residual=residual, prenorm=False,
-                                     residual_in_fp32=True, eps=self.norm_f.eps)  # fmt: skip
+        return mamba_ssm.rms_norm_fn(
+            x, self.norm_f.weight, None, residual=residual, prenorm=False, residual_in_fp32=True, eps=self.norm_f.eps
+        )
 
 
 def test_block_stack_is_backend_independent():
@@ -251,26 +261,78 @@ def test_fused_function_plumbing_with_reference_kernels(conv_backend, bidirectio
     xz = torch.randn(2, 2 * m.d_inner, 9, requires_grad=True)
     A, A_b = -torch.exp(m.A_log), -torch.exp(m.A_b_log)
     B_bias, C_bias = torch.randn(4, requires_grad=True), torch.randn(4, requires_grad=True)
-    fwd = (m.conv1d.weight.squeeze(1), m.conv1d.bias, m.x_proj.weight, m.dt_proj.weight, A, m.D, m.dt_proj.bias, B_bias, C_bias)
-    bwd = (m.conv1d_b.weight.squeeze(1), m.conv1d_b.bias, m.x_proj_b.weight, m.dt_proj_b.weight, A_b, m.D_b,
-           m.dt_proj_b.bias, B_bias, C_bias)  # fmt: skip
+    fwd = (
+        m.conv1d.weight.squeeze(1),
+        m.conv1d.bias,
+        m.x_proj.weight,
+        m.dt_proj.weight,
+        A,
+        m.D,
+        m.dt_proj.bias,
+        B_bias,
+        C_bias,
+    )
+    bwd = (
+        m.conv1d_b.weight.squeeze(1),
+        m.conv1d_b.bias,
+        m.x_proj_b.weight,
+        m.dt_proj_b.weight,
+        A_b,
+        m.D_b,
+        m.dt_proj_b.bias,
+        B_bias,
+        C_bias,
+    )
     params = fwd + (bwd if bidirectional else ())
     fused = ssi.MambaInnerFn.apply(xz, m.out_proj.weight, m.out_proj.bias, True, False, conv_backend, "ref", *params)
     if bidirectional:
         ref = ssi.bimamba_inner_ref(
-            xz, m.conv1d.weight, m.conv1d.bias, m.x_proj.weight, m.dt_proj.weight, m.out_proj.weight, m.out_proj.bias,
-            A, A_b, None, None, m.D, m.dt_proj.bias, B_bias, C_bias, True, m.conv1d_b.weight, m.conv1d_b.bias,
-            m.x_proj_b.weight, m.dt_proj_b.weight, m.D_b, m.dt_proj_b.bias,
-        )  # fmt: skip
+            xz,
+            m.conv1d.weight,
+            m.conv1d.bias,
+            m.x_proj.weight,
+            m.dt_proj.weight,
+            m.out_proj.weight,
+            m.out_proj.bias,
+            A,
+            A_b,
+            None,
+            None,
+            m.D,
+            m.dt_proj.bias,
+            B_bias,
+            C_bias,
+            True,
+            m.conv1d_b.weight,
+            m.conv1d_b.bias,
+            m.x_proj_b.weight,
+            m.dt_proj_b.weight,
+            m.D_b,
+            m.dt_proj_b.bias,
+        )
     else:
-        ref = ssi.mamba_inner_ref(xz, m.conv1d.weight, m.conv1d.bias, m.x_proj.weight, m.dt_proj.weight,
-                                  m.out_proj.weight, m.out_proj.bias, A, None, None, m.D, m.dt_proj.bias, B_bias, C_bias)  # fmt: skip
+        ref = ssi.mamba_inner_ref(
+            xz,
+            m.conv1d.weight,
+            m.conv1d.bias,
+            m.x_proj.weight,
+            m.dt_proj.weight,
+            m.out_proj.weight,
+            m.out_proj.bias,
+            A,
+            None,
+            None,
+            m.D,
+            m.dt_proj.bias,
+            B_bias,
+            C_bias,
+        )
     torch.testing.assert_close(fused, ref)
     leaves = [xz, B_bias, C_bias] + list(m.parameters())
     dout = torch.randn_like(ref)
     got = torch.autograd.grad(fused, leaves, dout, retain_graph=True, allow_unused=True)
     want = torch.autograd.grad(ref, leaves, dout, allow_unused=True)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert (g is None) == (w is None)
         if g is not None:
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)

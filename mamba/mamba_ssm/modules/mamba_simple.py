@@ -16,11 +16,11 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
 from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
 from mamba_ssm.ops.selective_scan_interface import bimamba_inner_fn, mamba_inner_fn, selective_scan_fn
 from mamba_ssm.ops.triton.layernorm import RMSNorm, layer_norm_fn, rms_norm_fn
 
@@ -86,8 +86,15 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
 
     def _conv(self, conv_bias, factory_kwargs) -> nn.Conv1d:
-        return nn.Conv1d(self.d_inner, self.d_inner, self.d_conv, groups=self.d_inner, padding=self.d_conv - 1,
-                         bias=conv_bias, **factory_kwargs)  # fmt: skip
+        return nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            self.d_conv,
+            groups=self.d_inner,
+            padding=self.d_conv - 1,
+            bias=conv_bias,
+            **factory_kwargs,
+        )
 
     def _dt_proj(self, factory_kwargs, dt_min, dt_max, dt_init, dt_scale, dt_init_floor) -> nn.Linear:
         """Mamba's dt projection init: the bias makes softplus(bias) log-uniform in [dt_min, dt_max]."""
@@ -100,7 +107,9 @@ class Mamba(nn.Module):
                 proj.weight.uniform_(-std, std)
             else:
                 raise ValueError(f"dt_init must be 'constant' or 'random', got {dt_init!r}")
-            dt = torch.exp(torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = torch.exp(
+                torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            )
             dt = dt.clamp(min=dt_init_floor)
             proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
         proj.bias._no_reinit = True  # generic inits must leave it alone
@@ -129,8 +138,10 @@ class Mamba(nn.Module):
         conv_state = ssm_state = None
         if inference_params is not None:
             if self.bimamba:
-                raise RuntimeError("a bidirectional Mamba has no streaming cache: its backward scan needs the whole "
-                                   "sequence; call it without inference_params")  # fmt: skip
+                raise RuntimeError(
+                    "a bidirectional Mamba has no streaming cache: its backward scan needs the whole "
+                    "sequence; call it without inference_params"
+                )
             conv_state, ssm_state = self._get_states_from_cache(inference_params, batch)
             if inference_params.seqlen_offset > 0:
                 out, _, _ = self.step(hidden_states, conv_state, ssm_state)
@@ -156,9 +167,18 @@ class Mamba(nn.Module):
             B = rearrange(B, "(b l) n -> b n l", l=seqlen).contiguous()
             C = rearrange(C, "(b l) n -> b n l", l=seqlen).contiguous()
             out = selective_scan_fn(
-                u, dt, -torch.exp(A_log.float()), B, C, D.float(), z=z, delta_bias=dt_proj.bias.float(),
-                delta_softplus=True, return_last_state=ssm_state is not None, reverse=reverse,
-            )  # fmt: skip
+                u,
+                dt,
+                -torch.exp(A_log.float()),
+                B,
+                C,
+                D.float(),
+                z=z,
+                delta_bias=dt_proj.bias.float(),
+                delta_softplus=True,
+                return_last_state=ssm_state is not None,
+                reverse=reverse,
+            )
             if ssm_state is not None:
                 out, last_state = out
                 ssm_state.copy_(last_state)
@@ -171,15 +191,40 @@ class Mamba(nn.Module):
         A = -torch.exp(self.A_log.float())
         common = dict(D=self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
         if not self.bimamba:
-            return mamba_inner_fn(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
-                                  self.out_proj.weight, self.out_proj.bias, A, None, None, **common)  # fmt: skip
+            return mamba_inner_fn(
+                xz,
+                self.conv1d.weight,
+                self.conv1d.bias,
+                self.x_proj.weight,
+                self.dt_proj.weight,
+                self.out_proj.weight,
+                self.out_proj.bias,
+                A,
+                None,
+                None,
+                **common,
+            )
         return bimamba_inner_fn(
-            xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.out_proj.weight,
-            self.out_proj.bias, A, -torch.exp(self.A_b_log.float()), None, None, **common,
-            conv1d_weight_b=self.conv1d_b.weight, conv1d_bias_b=self.conv1d_b.bias, x_proj_weight_b=self.x_proj_b.weight,
-            delta_proj_weight_b=self.dt_proj_b.weight, D_b=self.D_b.float(), delta_bias_b=self.dt_proj_b.bias.float(),
+            xz,
+            self.conv1d.weight,
+            self.conv1d.bias,
+            self.x_proj.weight,
+            self.dt_proj.weight,
+            self.out_proj.weight,
+            self.out_proj.bias,
+            A,
+            -torch.exp(self.A_b_log.float()),
+            None,
+            None,
+            **common,
+            conv1d_weight_b=self.conv1d_b.weight,
+            conv1d_bias_b=self.conv1d_b.bias,
+            x_proj_weight_b=self.x_proj_b.weight,
+            delta_proj_weight_b=self.dt_proj_b.weight,
+            D_b=self.D_b.float(),
+            delta_bias_b=self.dt_proj_b.bias.float(),
             divide_out=self.divide_out,
-        )  # fmt: skip
+        )
 
     def step(self, hidden_states: Tensor, conv_state: Tensor, ssm_state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Decode one token (unidirectional only): hidden_states (batch, 1, d_model)."""
@@ -189,7 +234,9 @@ class Mamba(nn.Module):
             raise ValueError("step() decodes one token at a time: hidden_states must be (batch, 1, d_model)")
         dtype = hidden_states.dtype
         x, z = self.in_proj(hidden_states.squeeze(1)).chunk(2, dim=-1)
-        x = causal_conv1d_update(x, conv_state, rearrange(self.conv1d.weight, "d 1 w -> d w"), self.conv1d.bias, self.activation)
+        x = causal_conv1d_update(
+            x, conv_state, rearrange(self.conv1d.weight, "d 1 w -> d w"), self.conv1d.bias, self.activation
+        )
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())
         A = -torch.exp(self.A_log.float())
@@ -240,8 +287,15 @@ class Block(nn.Module):
     run as one op (`rms_norm_fn`/`layer_norm_fn` with prenorm=True).
     """
 
-    def __init__(self, dim: int, mixer_cls, norm_cls=nn.LayerNorm, fused_add_norm: bool = False,
-                 residual_in_fp32: bool = False, drop_path: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        dim: int,
+        mixer_cls,
+        norm_cls=nn.LayerNorm,
+        fused_add_norm: bool = False,
+        residual_in_fp32: bool = False,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.residual_in_fp32 = residual_in_fp32
         self.fused_add_norm = fused_add_norm
@@ -251,8 +305,9 @@ class Block(nn.Module):
         if fused_add_norm and not isinstance(self.norm, (nn.LayerNorm, RMSNorm)):
             raise TypeError("fused_add_norm needs an nn.LayerNorm or RMSNorm norm")
 
-    def forward(self, hidden_states: Tensor, residual: Tensor | None = None, inference_params=None,
-                use_checkpoint: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
+    def forward(
+        self, hidden_states: Tensor, residual: Tensor | None = None, inference_params=None, use_checkpoint: bool = False
+    ) -> tuple[Tensor, Tensor]:
         if not self.fused_add_norm:
             residual = hidden_states if residual is None else residual + self.drop_path(hidden_states)
             hidden_states = self.norm(residual.to(dtype=self.norm.weight.dtype))
@@ -262,9 +317,13 @@ class Block(nn.Module):
             norm_fn = rms_norm_fn if isinstance(self.norm, RMSNorm) else layer_norm_fn
             hidden_states, residual = norm_fn(
                 hidden_states if residual is None else self.drop_path(hidden_states),
-                self.norm.weight, self.norm.bias, residual=residual, prenorm=True,
-                residual_in_fp32=self.residual_in_fp32, eps=self.norm.eps,
-            )  # fmt: skip
+                self.norm.weight,
+                self.norm.bias,
+                residual=residual,
+                prenorm=True,
+                residual_in_fp32=self.residual_in_fp32,
+                eps=self.norm.eps,
+            )
         if use_checkpoint:
             hidden_states = checkpoint(self.mixer, hidden_states, inference_params, use_reentrant=False)
         else:
@@ -292,7 +351,13 @@ def create_block(
     factory_kwargs = {"device": device, "dtype": dtype}
     mixer_cls = partial(Mamba, layer_idx=layer_idx, bimamba=bimamba, **(ssm_cfg or {}), **factory_kwargs)
     norm_cls = partial(RMSNorm if rms_norm else nn.LayerNorm, eps=norm_epsilon, **factory_kwargs)
-    block = Block(d_model, mixer_cls, norm_cls=norm_cls, fused_add_norm=fused_add_norm,
-                  residual_in_fp32=residual_in_fp32, drop_path=drop_path)  # fmt: skip
+    block = Block(
+        d_model,
+        mixer_cls,
+        norm_cls=norm_cls,
+        fused_add_norm=fused_add_norm,
+        residual_in_fp32=residual_in_fp32,
+        drop_path=drop_path,
+    )
     block.layer_idx = layer_idx
     return block

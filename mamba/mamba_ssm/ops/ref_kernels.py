@@ -14,7 +14,9 @@ def num_chunks(seqlen: int) -> int:
 
 def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     flip = (lambda t: None if t is None else t.flip(-1)) if reverse else (lambda t: t)
-    out, last = selective_scan_ref(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus, True)
+    out, last = selective_scan_ref(
+        flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus, True
+    )
     return flip(out), last
 
 
@@ -25,16 +27,37 @@ def fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out, state
     states[:, :, 0].copy_(last)
 
 
-def bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout, states,
-        du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out_z):  # fmt: skip
+def bwd(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    z,
+    delta_bias,
+    delta_softplus,
+    reverse,
+    dout,
+    states,
+    du,
+    ddelta,
+    dA,
+    dB,
+    dC,
+    dD,
+    dz,
+    ddelta_bias,
+    out_z,
+):
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     grad_targets = (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)
     with torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_() for t in inputs]
         y, _ = _run(*leaves, delta_softplus, reverse)
-        wanted = [(leaf, target) for leaf, target in zip(leaves, grad_targets) if target is not None]
+        wanted = [(leaf, target) for leaf, target in zip(leaves, grad_targets, strict=True) if target is not None]
         grads = torch.autograd.grad(y, [leaf for leaf, _ in wanted], dout)
-    for (_, target), grad in zip(wanted, grads):
+    for (_, target), grad in zip(wanted, grads, strict=True):
         target.copy_(grad)
     if out_z is not None:
         out_z.copy_(y.detach())

@@ -28,11 +28,12 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
 from causal_conv1d.causal_conv1d_interface import causal_conv1d_ref, conv_bwd, conv_fwd
 from causal_conv1d.causal_conv1d_interface import dispatcher as conv_dispatcher
 from causal_conv1d.dispatch import Dispatcher
-from einops import rearrange
-from torch import Tensor
 
 dispatcher = Dispatcher(
     "mamba_ssm",
@@ -154,9 +155,28 @@ def _scan_bwd_op(
     backend: str,
 ) -> None:
     dispatcher.kernels(backend).bwd(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout, states,
-        du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out_z,
-    )  # fmt: skip
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        delta_bias,
+        delta_softplus,
+        reverse,
+        dout,
+        states,
+        du,
+        ddelta,
+        dA,
+        dB,
+        dC,
+        dD,
+        dz,
+        ddelta_bias,
+        out_z,
+    )
 
 
 def _unit_last_stride(t: Tensor | None) -> Tensor | None:
@@ -174,8 +194,9 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backe
     return out, states
 
 
-def scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout, states, backend,
-             dz=None, recompute_out_z=False):  # fmt: skip
+def scan_bwd(
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout, states, backend, dz=None, recompute_out_z=False
+):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out_z); dB/dC/dA/dD/ddelta_bias float32.
 
     `dz` may be a preallocated view to write into (e.g. the z half of dxz).
@@ -192,9 +213,28 @@ def scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout,
     out_z = torch.empty_like(u, memory_format=torch.contiguous_format) if recompute_out_z else None
     run = dispatcher.kernels(backend).bwd if backend == "ref" else partial(_scan_bwd_op, backend=backend)
     run(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, _unit_last_stride(dout), states,
-        du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out_z,
-    )  # fmt: skip
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        delta_bias,
+        delta_softplus,
+        reverse,
+        _unit_last_stride(dout),
+        states,
+        du,
+        ddelta,
+        dA,
+        dB,
+        dC,
+        dD,
+        dz,
+        ddelta_bias,
+        out_z,
+    )
     return du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out_z
 
 
@@ -211,7 +251,9 @@ def _check_scan_args(u, delta, A, B, C, D, z, delta_bias):
         raise ValueError(f"A must be a real (dim, N) = ({dim}, N) tensor, got {tuple(A.shape)} {A.dtype}")
     for name, t in (("B", B), ("C", C)):
         if t.dim() not in (3, 4) or t.shape[0] != batch or t.shape[-2] != A.shape[1] or t.shape[-1] != seqlen:
-            raise ValueError(f"{name} must be (batch, N, L) or (batch, G, N, L); got {tuple(t.shape)} (constant B/C is not supported)")
+            raise ValueError(
+                f"{name} must be (batch, N, L) or (batch, G, N, L), got {tuple(t.shape)}; constant B/C is not supported"
+            )
         if t.dim() == 4 and dim % t.shape[1]:
             raise ValueError(f"{name}: dim {dim} is not a multiple of its {t.shape[1]} groups")
     for name, t in (("D", D), ("delta_bias", delta_bias)):
@@ -276,8 +318,10 @@ def selective_scan_fn(
     if backend == "ref":
         if not reverse:
             return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-        flip = (lambda t: None if t is None else t.flip(-1))  # noqa: E731
-        res = selective_scan_ref(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus, True)
+        flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731
+        res = selective_scan_ref(
+            flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus, True
+        )
         return (res[0].flip(-1), res[1]) if return_last_state else res[0].flip(-1)
     out, last_state = SelectiveScanFn.apply(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, backend
@@ -384,14 +428,26 @@ class MambaInnerFn(torch.autograd.Function):
             conv_out = conv_fwd(x, conv_w, conv_b, True, reverse, conv_backend)
             delta, B, C = _delta_B_C(x_dbl, dt_proj_w, d_state, B_bias, C_bias, seqlen)
             dconv_out, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out_z = scan_bwd(
-                conv_out, delta, A.float(), B, C, _f32(D), z, _f32(delta_bias), softplus, reverse, dy, states,
-                scan_backend, recompute_out_z=out_proj_weight is not None,
-            )  # fmt: skip
+                conv_out,
+                delta,
+                A.float(),
+                B,
+                C,
+                _f32(D),
+                z,
+                _f32(delta_bias),
+                softplus,
+                reverse,
+                dy,
+                states,
+                scan_backend,
+                recompute_out_z=out_proj_weight is not None,
+            )
             dz_total = dz if dz_total is None else dz_total + dz
             if out_z is not None:
                 y = out_z if y is None else y + out_z
             # Back through x_dbl = conv_out @ x_proj^T, delta = dt_proj @ x_dbl[:, :R]^T.
-            ddelta_flat = rearrange(ddelta, "b d l -> d (b l)")
+            ddelta_flat = rearrange(ddelta, "b d l -> d (b l)").float()
             d_dt_proj_w = ddelta_flat @ x_dbl[:, :rank].float()
             dx_dbl = torch.empty_like(x_dbl, dtype=torch.float32)
             dx_dbl[:, :rank] = ddelta_flat.t() @ dt_proj_c.float()
@@ -434,19 +490,39 @@ def _backends(device: torch.device) -> tuple[str, str]:
 
 def _external_bc_unsupported(B, C):
     if B is not None or C is not None:
-        raise NotImplementedError("external B/C are not supported by the fused functions; VideoMamba takes them from x_proj")
+        raise NotImplementedError(
+            "external B/C are not supported by the fused functions; VideoMamba takes them from x_proj"
+        )
 
 
 def mamba_inner_ref(
-    xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
-    A, B=None, C=None, D=None, delta_bias=None, B_proj_bias=None, C_proj_bias=None, delta_softplus=True,
+    xz,
+    conv1d_weight,
+    conv1d_bias,
+    x_proj_weight,
+    delta_proj_weight,
+    out_proj_weight,
+    out_proj_bias,
+    A,
+    B=None,
+    C=None,
+    D=None,
+    delta_bias=None,
+    B_proj_bias=None,
+    C_proj_bias=None,
+    delta_softplus=True,
     reverse=False,
-):  # fmt: skip
+):
     """Reference mixer built only from the references (differentiable by autograd)."""
     _external_bc_unsupported(B, C)
     x, z = xz.chunk(2, dim=1)
-    x = causal_conv1d_ref(x, rearrange(conv1d_weight, "d 1 w -> d w") if conv1d_weight.dim() == 3 else conv1d_weight,
-                          conv1d_bias, "silu", reverse)  # fmt: skip
+    x = causal_conv1d_ref(
+        x,
+        rearrange(conv1d_weight, "d 1 w -> d w") if conv1d_weight.dim() == 3 else conv1d_weight,
+        conv1d_bias,
+        "silu",
+        reverse,
+    )
     x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj_weight)
     delta, B, C = _delta_B_C(x_dbl, delta_proj_weight, A.shape[1], B_proj_bias, C_proj_bias, xz.shape[-1])
     flip = (lambda t: t.flip(-1)) if reverse else (lambda t: t)  # noqa: E731
@@ -457,20 +533,57 @@ def mamba_inner_ref(
 
 
 def mamba_inner_fn_no_out_proj(
-    xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, A, B=None, C=None, D=None,
-    delta_bias=None, B_proj_bias=None, C_proj_bias=None, delta_softplus=True,
-):  # fmt: skip
+    xz,
+    conv1d_weight,
+    conv1d_bias,
+    x_proj_weight,
+    delta_proj_weight,
+    A,
+    B=None,
+    C=None,
+    D=None,
+    delta_bias=None,
+    B_proj_bias=None,
+    C_proj_bias=None,
+    delta_softplus=True,
+):
     """One direction of the mixer without out_proj: returns the gated scan output (batch, d, L)."""
     return mamba_inner_fn(
-        xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, None, None, A, B, C, D,
-        delta_bias, B_proj_bias, C_proj_bias, delta_softplus,
-    )  # fmt: skip
+        xz,
+        conv1d_weight,
+        conv1d_bias,
+        x_proj_weight,
+        delta_proj_weight,
+        None,
+        None,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        B_proj_bias,
+        C_proj_bias,
+        delta_softplus,
+    )
 
 
 def mamba_inner_fn(
-    xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
-    A, B=None, C=None, D=None, delta_bias=None, B_proj_bias=None, C_proj_bias=None, delta_softplus=True,
-):  # fmt: skip
+    xz,
+    conv1d_weight,
+    conv1d_bias,
+    x_proj_weight,
+    delta_proj_weight,
+    out_proj_weight,
+    out_proj_bias,
+    A,
+    B=None,
+    C=None,
+    D=None,
+    delta_bias=None,
+    B_proj_bias=None,
+    C_proj_bias=None,
+    delta_softplus=True,
+):
     """The unidirectional Mamba mixer after in_proj: xz (batch, 2d, L) -> (batch, L, d_model).
 
     With out_proj_weight None it returns the gated scan output (batch, d, L) instead.
@@ -478,50 +591,166 @@ def mamba_inner_fn(
     _external_bc_unsupported(B, C)
     conv_backend, scan_backend = _backends(xz.device)
     if scan_backend == "ref":
-        return mamba_inner_ref(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
-                               out_proj_bias, A, None, None, D, delta_bias, B_proj_bias, C_proj_bias, delta_softplus)  # fmt: skip
+        return mamba_inner_ref(
+            xz,
+            conv1d_weight,
+            conv1d_bias,
+            x_proj_weight,
+            delta_proj_weight,
+            out_proj_weight,
+            out_proj_bias,
+            A,
+            None,
+            None,
+            D,
+            delta_bias,
+            B_proj_bias,
+            C_proj_bias,
+            delta_softplus,
+        )
     conv_w = rearrange(conv1d_weight, "d 1 w -> d w") if conv1d_weight.dim() == 3 else conv1d_weight
     return MambaInnerFn.apply(
-        xz, out_proj_weight, out_proj_bias, delta_softplus, False, conv_backend, scan_backend,
-        conv_w, conv1d_bias, x_proj_weight, delta_proj_weight, A, D, delta_bias, B_proj_bias, C_proj_bias,
-    )  # fmt: skip
+        xz,
+        out_proj_weight,
+        out_proj_bias,
+        delta_softplus,
+        False,
+        conv_backend,
+        scan_backend,
+        conv_w,
+        conv1d_bias,
+        x_proj_weight,
+        delta_proj_weight,
+        A,
+        D,
+        delta_bias,
+        B_proj_bias,
+        C_proj_bias,
+    )
 
 
 def bimamba_inner_ref(
-    xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
-    A, A_b, B=None, C=None, D=None, delta_bias=None, B_proj_bias=None, C_proj_bias=None, delta_softplus=True,
-    conv1d_weight_b=None, conv1d_bias_b=None, x_proj_weight_b=None, delta_proj_weight_b=None, D_b=None,
-    delta_bias_b=None, divide_out=False,
-):  # fmt: skip
+    xz,
+    conv1d_weight,
+    conv1d_bias,
+    x_proj_weight,
+    delta_proj_weight,
+    out_proj_weight,
+    out_proj_bias,
+    A,
+    A_b,
+    B=None,
+    C=None,
+    D=None,
+    delta_bias=None,
+    B_proj_bias=None,
+    C_proj_bias=None,
+    delta_softplus=True,
+    conv1d_weight_b=None,
+    conv1d_bias_b=None,
+    x_proj_weight_b=None,
+    delta_proj_weight_b=None,
+    D_b=None,
+    delta_bias_b=None,
+    divide_out=False,
+):
     """Reference bidirectional mixer: forward direction + the same mixer run on the flipped
     sequence and flipped back, summed (or averaged) before out_proj. Missing `_b` parameters are
     shared with the forward direction (Vim "v1"); given, they are VideoMamba's separate ones."""
     _external_bc_unsupported(B, C)
-    fwd = mamba_inner_ref(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, None, None, A,
-                          None, None, D, delta_bias, B_proj_bias, C_proj_bias, delta_softplus)  # fmt: skip
-    b = _backward_params(conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, D, delta_bias,
-                         conv1d_weight_b, conv1d_bias_b, x_proj_weight_b, delta_proj_weight_b, D_b, delta_bias_b)  # fmt: skip
-    bwd = mamba_inner_ref(xz.flip(-1), b[0], b[1], b[2], b[3], None, None, A_b, None, None, b[4], b[5],
-                          B_proj_bias, C_proj_bias, delta_softplus).flip(-1)  # fmt: skip
+    fwd = mamba_inner_ref(
+        xz,
+        conv1d_weight,
+        conv1d_bias,
+        x_proj_weight,
+        delta_proj_weight,
+        None,
+        None,
+        A,
+        None,
+        None,
+        D,
+        delta_bias,
+        B_proj_bias,
+        C_proj_bias,
+        delta_softplus,
+    )
+    b = _backward_params(
+        conv1d_weight,
+        conv1d_bias,
+        x_proj_weight,
+        delta_proj_weight,
+        D,
+        delta_bias,
+        conv1d_weight_b,
+        conv1d_bias_b,
+        x_proj_weight_b,
+        delta_proj_weight_b,
+        D_b,
+        delta_bias_b,
+    )
+    bwd = mamba_inner_ref(
+        xz.flip(-1),
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        None,
+        None,
+        A_b,
+        None,
+        None,
+        b[4],
+        b[5],
+        B_proj_bias,
+        C_proj_bias,
+        delta_softplus,
+    ).flip(-1)
     y = fwd + bwd
     if divide_out:
         y = y / 2
     return F.linear(rearrange(y, "b d l -> b l d"), out_proj_weight, out_proj_bias)
 
 
-def _backward_params(conv_w, conv_b, x_proj_w, dt_proj_w, D, delta_bias, conv_w_b, conv_b_b, x_proj_w_b, dt_proj_w_b,
-                     D_b, delta_bias_b):  # fmt: skip
+def _backward_params(
+    conv_w, conv_b, x_proj_w, dt_proj_w, D, delta_bias, conv_w_b, conv_b_b, x_proj_w_b, dt_proj_w_b, D_b, delta_bias_b
+):
     pick = lambda own, shared: shared if own is None else own  # noqa: E731
-    return (pick(conv_w_b, conv_w), pick(conv_b_b, conv_b), pick(x_proj_w_b, x_proj_w), pick(dt_proj_w_b, dt_proj_w),
-            pick(D_b, D), pick(delta_bias_b, delta_bias))  # fmt: skip
+    return (
+        pick(conv_w_b, conv_w),
+        pick(conv_b_b, conv_b),
+        pick(x_proj_w_b, x_proj_w),
+        pick(dt_proj_w_b, dt_proj_w),
+        pick(D_b, D),
+        pick(delta_bias_b, delta_bias),
+    )
 
 
 def bimamba_inner_fn(
-    xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
-    A, A_b, B=None, C=None, D=None, delta_bias=None, B_proj_bias=None, C_proj_bias=None, delta_softplus=True,
-    conv1d_weight_b=None, conv1d_bias_b=None, x_proj_weight_b=None, delta_proj_weight_b=None, D_b=None,
-    delta_bias_b=None, divide_out=False,
-):  # fmt: skip
+    xz,
+    conv1d_weight,
+    conv1d_bias,
+    x_proj_weight,
+    delta_proj_weight,
+    out_proj_weight,
+    out_proj_bias,
+    A,
+    A_b,
+    B=None,
+    C=None,
+    D=None,
+    delta_bias=None,
+    B_proj_bias=None,
+    C_proj_bias=None,
+    delta_softplus=True,
+    conv1d_weight_b=None,
+    conv1d_bias_b=None,
+    x_proj_weight_b=None,
+    delta_proj_weight_b=None,
+    D_b=None,
+    delta_bias_b=None,
+    divide_out=False,
+):
     """Bidirectional Mamba mixer: out_proj(silu(z) * (y_fwd + y_bwd)) [/ 2 with divide_out].
 
     The backward direction runs as an anti-causal conv and a reverse scan on the unflipped
@@ -531,16 +760,66 @@ def bimamba_inner_fn(
     """
     _external_bc_unsupported(B, C)
     conv_backend, scan_backend = _backends(xz.device)
-    b = _backward_params(conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, D, delta_bias,
-                         conv1d_weight_b, conv1d_bias_b, x_proj_weight_b, delta_proj_weight_b, D_b, delta_bias_b)  # fmt: skip
+    b = _backward_params(
+        conv1d_weight,
+        conv1d_bias,
+        x_proj_weight,
+        delta_proj_weight,
+        D,
+        delta_bias,
+        conv1d_weight_b,
+        conv1d_bias_b,
+        x_proj_weight_b,
+        delta_proj_weight_b,
+        D_b,
+        delta_bias_b,
+    )
     if scan_backend == "ref":
         return bimamba_inner_ref(
-            xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, A_b,
-            None, None, D, delta_bias, B_proj_bias, C_proj_bias, delta_softplus, *b, divide_out=divide_out,
-        )  # fmt: skip
+            xz,
+            conv1d_weight,
+            conv1d_bias,
+            x_proj_weight,
+            delta_proj_weight,
+            out_proj_weight,
+            out_proj_bias,
+            A,
+            A_b,
+            None,
+            None,
+            D,
+            delta_bias,
+            B_proj_bias,
+            C_proj_bias,
+            delta_softplus,
+            *b,
+            divide_out=divide_out,
+        )
     as_2d = lambda w: rearrange(w, "d 1 w -> d w") if w.dim() == 3 else w  # noqa: E731
     return MambaInnerFn.apply(
-        xz, out_proj_weight, out_proj_bias, delta_softplus, divide_out, conv_backend, scan_backend,
-        as_2d(conv1d_weight), conv1d_bias, x_proj_weight, delta_proj_weight, A, D, delta_bias, B_proj_bias, C_proj_bias,
-        as_2d(b[0]), b[1], b[2], b[3], A_b, b[4], b[5], B_proj_bias, C_proj_bias,
-    )  # fmt: skip
+        xz,
+        out_proj_weight,
+        out_proj_bias,
+        delta_softplus,
+        divide_out,
+        conv_backend,
+        scan_backend,
+        as_2d(conv1d_weight),
+        conv1d_bias,
+        x_proj_weight,
+        delta_proj_weight,
+        A,
+        D,
+        delta_bias,
+        B_proj_bias,
+        C_proj_bias,
+        as_2d(b[0]),
+        b[1],
+        b[2],
+        b[3],
+        A_b,
+        b[4],
+        b[5],
+        B_proj_bias,
+        C_proj_bias,
+    )

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from causal_conv1d.dispatch import triton_interpreted
-
 from mamba_ssm.ops.selective_scan_interface import dispatcher
 
 try:
@@ -61,11 +60,26 @@ if triton is not None:
 
     @triton.jit
     def _norm_fwd_kernel(
-        X, RES, W, B, Y, RES_OUT, MEAN, RSTD,
-        stride_x, stride_res, stride_y, stride_res_out, N, eps,
-        IS_RMS: tl.constexpr, HAS_RES: tl.constexpr, STORE_RES_OUT: tl.constexpr, HAS_BIAS: tl.constexpr,
+        X,
+        RES,
+        W,
+        B,
+        Y,
+        RES_OUT,
+        MEAN,
+        RSTD,
+        stride_x,
+        stride_res,
+        stride_y,
+        stride_res_out,
+        N,
+        eps,
+        IS_RMS: tl.constexpr,
+        HAS_RES: tl.constexpr,
+        STORE_RES_OUT: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
         BLOCK_N: tl.constexpr,
-    ):  # fmt: skip
+    ):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK_N)
         mask = cols < N
@@ -89,10 +103,27 @@ if triton is not None:
 
     @triton.jit
     def _norm_bwd_kernel(
-        S, W, DY, DX, DRES_OUT, DW_PART, DB_PART, MEAN, RSTD,
-        stride_s, stride_dy, stride_dx, stride_dres_out, M, N, rows_per_program,
-        IS_RMS: tl.constexpr, HAS_DRES_OUT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
-    ):  # fmt: skip
+        S,
+        W,
+        DY,
+        DX,
+        DRES_OUT,
+        DW_PART,
+        DB_PART,
+        MEAN,
+        RSTD,
+        stride_s,
+        stride_dy,
+        stride_dx,
+        stride_dres_out,
+        M,
+        N,
+        rows_per_program,
+        IS_RMS: tl.constexpr,
+        HAS_DRES_OUT: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
         # Each program walks a contiguous range of rows and keeps its own dw/db partial sums,
         # which PyTorch adds up afterwards: deterministic, no atomics.
         pid = tl.program_id(0)
@@ -152,17 +183,37 @@ class LayerNormFn(torch.autograd.Function):
         m, n = x2.shape
         y = torch.empty_like(x2, memory_format=torch.contiguous_format)
         # s needs its own buffer unless it is x itself (no residual and no dtype change).
-        res_out = torch.empty(m, n, dtype=residual_dtype, device=x.device) if (res2 is not None or residual_dtype != x.dtype) else None
+        res_out = (
+            torch.empty(m, n, dtype=residual_dtype, device=x.device)
+            if (res2 is not None or residual_dtype != x.dtype)
+            else None
+        )
         mean = torch.empty(m, dtype=torch.float32, device=x.device) if not is_rms_norm else None
         rstd = torch.empty(m, dtype=torch.float32, device=x.device)
         block = _block_n(n, x2.element_size())
         with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
             _norm_fwd_kernel[(m,)](
-                x2, res2, weight, bias, y, res_out, mean, rstd,
-                x2.stride(0), 0 if res2 is None else res2.stride(0), y.stride(0), 0 if res_out is None else res_out.stride(0),
-                n, eps, IS_RMS=is_rms_norm, HAS_RES=res2 is not None, STORE_RES_OUT=res_out is not None,
-                HAS_BIAS=bias is not None, BLOCK_N=block, num_warps=min(max(block // 256, 1), 16),
-            )  # fmt: skip
+                x2,
+                res2,
+                weight,
+                bias,
+                y,
+                res_out,
+                mean,
+                rstd,
+                x2.stride(0),
+                0 if res2 is None else res2.stride(0),
+                y.stride(0),
+                0 if res_out is None else res_out.stride(0),
+                n,
+                eps,
+                IS_RMS=is_rms_norm,
+                HAS_RES=res2 is not None,
+                STORE_RES_OUT=res_out is not None,
+                HAS_BIAS=bias is not None,
+                BLOCK_N=block,
+                num_warps=min(max(block // 256, 1), 16),
+            )
         s = x2 if res_out is None else res_out
         ctx.save_for_backward(s, weight, bias, mean, rstd)
         ctx.meta = (shape, x.dtype, None if residual is None else residual.dtype, prenorm, is_rms_norm)
@@ -187,11 +238,28 @@ class LayerNormFn(torch.autograd.Function):
         block = _block_n(n, s.element_size())
         with torch.cuda.device(s.device) if s.is_cuda else contextlib.nullcontext():
             _norm_bwd_kernel[(programs,)](
-                s, weight, dy, dx, dres_out, dw_part, db_part, mean, rstd,
-                s.stride(0), dy.stride(0), dx.stride(0), 0 if dres_out is None else dres_out.stride(0),
-                m, n, rows_per_program, IS_RMS=is_rms_norm, HAS_DRES_OUT=dres_out is not None,
-                HAS_BIAS=bias is not None, BLOCK_N=block, num_warps=min(max(block // 256, 1), 16),
-            )  # fmt: skip
+                s,
+                weight,
+                dy,
+                dx,
+                dres_out,
+                dw_part,
+                db_part,
+                mean,
+                rstd,
+                s.stride(0),
+                dy.stride(0),
+                dx.stride(0),
+                0 if dres_out is None else dres_out.stride(0),
+                m,
+                n,
+                rows_per_program,
+                IS_RMS=is_rms_norm,
+                HAS_DRES_OUT=dres_out is not None,
+                HAS_BIAS=bias is not None,
+                BLOCK_N=block,
+                num_warps=min(max(block // 256, 1), 16),
+            )
         dw = dw_part.sum(0).to(weight.dtype)
         db = None if bias is None else db_part.sum(0).to(bias.dtype)
         dresidual = None if residual_dtype is None else dx.to(residual_dtype).reshape(shape)
@@ -202,7 +270,11 @@ def _use_triton(x: Tensor) -> bool:
     """Triton for CUDA tensors (and for CPU tensors in Triton's interpreter when forced), unless
     MAMBA_BACKEND forces the PyTorch path. Records the choice in the dispatcher."""
     forced = dispatcher.forced()
-    use = triton is not None and forced not in ("ref", "cpu") and (x.is_cuda or (forced == "triton" and triton_interpreted()))
+    use = (
+        triton is not None
+        and forced not in ("ref", "cpu")
+        and (x.is_cuda or (forced == "triton" and triton_interpreted()))
+    )
     dispatcher.last_used["layer_norm"] = "triton" if use else "ref"
     return use
 

@@ -77,12 +77,12 @@ def test_triton_matches_reference(monkeypatch, is_rms_norm, dtype, has_residual,
     grads = torch.autograd.grad(outs, leaves, douts)
     ref_grads = torch.autograd.grad(refs, leaves, douts)
     if dtype == torch.float32:
-        for a, e in zip(outs + grads, refs + ref_grads):
+        for a, e in zip(outs + grads, refs + ref_grads, strict=True):
             assert _err(a, e) <= 1e-5 * max(1.0, e.abs().max().item())
         return
-    for a, e in zip(outs, refs):
+    for a, e in zip(outs, refs, strict=True):
         assert _err(a, e) <= 2 * 2**-7 * max(1.0, e.abs().max().item())
-    for a, e in zip(grads, ref_grads):
+    for a, e in zip(grads, ref_grads, strict=True):
         assert _err(a, e) <= 2**-5 * max(1.0, e.abs().max().item())
 
 
