@@ -1,0 +1,11 @@
+"""What every VideoMamba task shares: the backbone, the checkpoint loader and the training utilities.
+
+- ``backbone``: ``VisionMamba`` (image and video layouts) and its timm registry entries;
+- ``checkpoint``: reading, unwrapping and adapting checkpoints (``load_pretrained``);
+- ``checkpointing``: atomic training checkpoints and auto-resume;
+- ``distributed``: process-group setup (torchrun / Slurm / single) and collectives;
+- ``metrics``: ``MetricLogger``, ``SmoothedValue``, ``accuracy``;
+- ``logs``: ``log.txt`` JSON lines and TensorBoard;
+- ``optim``: parameter groups (weight decay, layer decay), per-step schedules, autocast and the gradient step;
+- ``submission``: submitting a runner to Slurm (or locally) with submitit, requeue and resume.
+"""

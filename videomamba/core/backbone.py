@@ -1,0 +1,447 @@
+"""The VideoMamba backbone, shared by image_sm, video_sm and video_mm.
+
+One class serves images and videos (VideoMamba, https://arxiv.org/abs/2403.06977):
+
+- image layout (default, ``num_frames=None``): Conv2d patch embedding, tokens ``[cls, patches]``;
+- video layout (``num_frames=T, kernel_size=k``): Conv3d patch embedding over tubelets of k frames,
+  a learnable ``temporal_pos_embedding`` of shape (1, T/k, D) added to the patch tokens (never to
+  cls), tokens ``[cls, frame 0 patches, frame 1 patches, ...]`` (frame-major, raster order).
+
+The token sequence goes through ``depth`` pre-norm blocks (residual add -> RMSNorm ->
+bidirectional Mamba, from ``mamba_ssm.create_block``), a final norm ``norm_f`` and cls pooling.
+Parameter names and shapes match the original release's checkpoints exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.layers import to_2tuple, trunc_normal_
+from timm.models import register_model
+from torch import Tensor, nn
+
+from mamba_ssm import RMSNorm, create_block, layer_norm_fn, rms_norm_fn
+from mamba_ssm.modules.mamba_simple import DropPath
+
+__all__ = [
+    "CHECKPOINT_DIR_ENV",
+    "PatchEmbed",
+    "VisionMamba",
+    "VIDEOMAMBA_SIZES",
+    "create_videomamba",
+    "released_checkpoint_path",
+]
+
+# Architecture of each registered size: (embed_dim, depth, released-file tag).
+VIDEOMAMBA_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(embed_dim=192, depth=24, file_tag="t16"),
+    "small": dict(embed_dim=384, depth=24, file_tag="s16"),
+    "middle": dict(embed_dim=576, depth=32, file_tag="m16"),
+    "base": dict(embed_dim=768, depth=24, file_tag="b16"),
+}
+
+# Folder holding released checkpoints under their original file names (never downloaded).
+CHECKPOINT_DIR_ENV = "VIDEOMAMBA_CHECKPOINTS"
+
+
+class PatchEmbed(nn.Module):
+    """Patch embedding: Conv2d for images, Conv3d over tubelets of ``kernel_size`` frames for video.
+
+    Output is always (B, T', N, D): T' = 1 for images, T' = T / kernel_size for video, and N the
+    number of spatial patches, so the backbone treats both layouts the same way.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        stride: int | None = None,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        num_frames: int | None = None,
+        kernel_size: int = 1,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = to_2tuple(patch_size)
+        self.stride = to_2tuple(stride or patch_size)
+        # Overlapping patches are allowed (stride < patch), as in the original image model.
+        self.grid_size = tuple(
+            (s - p) // st + 1 for s, p, st in zip(self.img_size, self.patch_size, self.stride, strict=True)
+        )
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.num_frames = num_frames
+        self.tubelet_size = kernel_size
+        if num_frames is None:
+            self.proj = nn.Conv2d(
+                in_chans, embed_dim, kernel_size=self.patch_size, stride=self.stride, **factory_kwargs
+            )
+        else:
+            if kernel_size < 1 or num_frames % kernel_size:
+                raise ValueError(f"num_frames={num_frames} must be a positive multiple of kernel_size={kernel_size}")
+            self.proj = nn.Conv3d(
+                in_chans,
+                embed_dim,
+                kernel_size=(kernel_size, *self.patch_size),
+                stride=(kernel_size, *self.stride),
+                **factory_kwargs,
+            )
+
+    @property
+    def is_video(self) -> bool:
+        return self.num_frames is not None
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        x = self.proj(x)
+        if not self.is_video:
+            x = x.unsqueeze(2)  # (B, D, 1, H', W'): an image is a one-tubelet video
+        return x.flatten(3).permute(0, 2, 3, 1)  # (B, T', N, D)
+
+    def _check_input(self, x: Tensor) -> None:
+        h, w = self.img_size
+        if self.is_video:
+            expected = f"(B, C, {self.num_frames}, {h}, {w})"
+            ok = x.dim() == 5 and x.shape[2] == self.num_frames and tuple(x.shape[3:]) == self.img_size
+            hint = "build the model with num_frames=/img_size= matching the input"
+        else:
+            expected = f"(B, C, {h}, {w})"
+            ok = x.dim() == 4 and tuple(x.shape[2:]) == self.img_size
+            hint = "build the model with img_size= matching the input (checkpoints are resized when loaded)"
+        if not ok:
+            raise ValueError(f"input of shape {tuple(x.shape)} does not fit this model: expected {expected}; {hint}")
+
+
+class VisionMamba(nn.Module):
+    """VideoMamba classifier/backbone; see the module docstring for the two token layouts.
+
+    Args:
+        img_size: input resolution (square int or (H, W)).
+        patch_size: spatial patch size.
+        stride: spatial stride of the patch embedding (defaults to patch_size).
+        depth: number of Mamba blocks.
+        embed_dim: token width D.
+        channels: input channels.
+        num_classes: classifier outputs; 0 gives an Identity head (pooled features).
+        drop_rate: dropout after the position embeddings.
+        drop_path_rate: stochastic depth; mixer i is dropped with linspace(0, rate, depth)[i].
+        fc_drop_rate: dropout before the head.
+        ssm_cfg: extra keyword arguments of the Mamba mixer (d_state, expand, ...).
+        norm_epsilon: epsilon of the RMSNorm/LayerNorm layers.
+        fused_add_norm: run residual add + norm as one op.
+        rms_norm: RMSNorm (True) or LayerNorm.
+        residual_in_fp32: keep the residual stream in float32.
+        bimamba: bidirectional mixer (VideoMamba) or forward-only (plain Mamba).
+        num_frames: None for the image layout, else the number of input frames T (video layout).
+        kernel_size: tubelet size k of the video patch embedding (T must be a multiple of k).
+        use_checkpoint: gradient-checkpoint the mixers of the first ``checkpoint_num`` blocks.
+        checkpoint_num: how many blocks to checkpoint when use_checkpoint is set.
+        overwrite_dt_init: reproduce the original release's init, whose generic Linear init
+            overwrote Mamba's dt_proj initialisation (weights trunc-normal, biases zero).
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        stride: int | None = None,
+        depth: int = 24,
+        embed_dim: int = 192,
+        channels: int = 3,
+        num_classes: int = 1000,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        fc_drop_rate: float = 0.0,
+        ssm_cfg: dict | None = None,
+        norm_epsilon: float = 1e-5,
+        fused_add_norm: bool = True,
+        rms_norm: bool = True,
+        residual_in_fp32: bool = True,
+        bimamba: bool = True,
+        num_frames: int | None = None,
+        kernel_size: int = 1,
+        use_checkpoint: bool = False,
+        checkpoint_num: int = 0,
+        overwrite_dt_init: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
+        self.num_classes = num_classes
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
+        self.depth = depth
+        self.num_prefix_tokens = 1
+        self.num_frames = num_frames
+        self.fused_add_norm = fused_add_norm
+        self.residual_in_fp32 = residual_in_fp32
+        self.use_checkpoint = use_checkpoint
+        self.checkpoint_num = checkpoint_num
+
+        self.patch_embed = PatchEmbed(
+            img_size, patch_size, stride, channels, embed_dim, num_frames, kernel_size, **factory_kwargs
+        )
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **factory_kwargs))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim, **factory_kwargs))
+        if num_frames is not None:
+            self.temporal_pos_embedding = nn.Parameter(
+                torch.zeros(1, num_frames // kernel_size, embed_dim, **factory_kwargs)
+            )
+        else:
+            self.temporal_pos_embedding = None
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.head_drop = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
+        self.head = nn.Linear(embed_dim, num_classes, **factory_kwargs) if num_classes > 0 else nn.Identity()
+
+        # Block i adds drop_path(mixer i-1's output) to the residual stream, so it carries the rate of
+        # mixer i-1; the last mixer's output is dropped by self.drop_path (the full rate, as released).
+        # Net effect, identical to the original: mixer i is dropped with dpr[i].
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist() if depth > 0 else []
+        block_rates = [0.0] + dpr[:-1]
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.layers = nn.ModuleList(
+            create_block(
+                embed_dim,
+                ssm_cfg=ssm_cfg,
+                norm_epsilon=norm_epsilon,
+                drop_path=block_rates[i],
+                rms_norm=rms_norm,
+                residual_in_fp32=residual_in_fp32,
+                fused_add_norm=fused_add_norm,
+                layer_idx=i,
+                bimamba=bimamba,
+                **factory_kwargs,
+            )
+            for i in range(depth)
+        )
+        self.norm_f = (RMSNorm if rms_norm else nn.LayerNorm)(embed_dim, eps=norm_epsilon, **factory_kwargs)
+
+        self.init_weights(overwrite_dt_init=overwrite_dt_init)
+
+    # ----------------------------------------------------------------------------------- init
+
+    def init_weights(self, overwrite_dt_init: bool = False) -> None:
+        """Trunc-normal(0.02) Linear weights with zero biases, trunc-normal pos_embed, and Mamba's
+        out_proj rescaling by 1/sqrt(depth). Mamba's dt_proj init is kept unless overwrite_dt_init."""
+        trunc_normal_(self.pos_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                # dt_proj biases are flagged _no_reinit by mamba_ssm: they set the initial step sizes.
+                is_dt_proj = module.bias is not None and getattr(module.bias, "_no_reinit", False)
+                if not is_dt_proj or overwrite_dt_init:
+                    init_linear_(module)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        # GPT-2 / Mamba prenorm-residual rescaling: one residual branch (the mixer) per block.
+        for name, param in self.named_parameters():
+            if name.endswith("out_proj.weight"):
+                nn.init.kaiming_uniform_(param, a=math.sqrt(5))
+                with torch.no_grad():
+                    param.div_(math.sqrt(self.depth))
+
+    # ------------------------------------------------------------------------------- forward
+
+    def embed_tokens(self, x: Tensor) -> Tensor:
+        """Patch embedding + position embeddings: (B, 1 + T'N, D) with cls first."""
+        x = self.patch_embed(x)  # (B, T', N, D)
+        x = x + self.pos_embed[:, 1:].unsqueeze(1)  # the spatial embedding is shared by all frames
+        if self.temporal_pos_embedding is not None:
+            x = x + self.temporal_pos_embedding.unsqueeze(2)  # one vector per tubelet, patches only
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls.to(x.dtype), x.flatten(1, 2)], dim=1)
+        return self.pos_drop(x)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Final-normed tokens (B, 1 + T'N, D); token 0 is cls."""
+        return self.forward_blocks(self.embed_tokens(x))[0]
+
+    def forward_blocks(self, tokens: Tensor, return_layers: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
+        """Run the blocks and the final norm on (B, L, D) tokens.
+
+        Also returns, for each block index r in ``return_layers`` (ascending), the final norm of the
+        residual stream after block r's mixer output was added; for the last block that is the
+        output itself. Masked pretraining aligns these features with a teacher.
+        """
+        features = []
+        hidden, residual = tokens, None
+        checkpointing = self.use_checkpoint and torch.is_grad_enabled()
+        for i, layer in enumerate(self.layers):
+            hidden, residual = layer(hidden, residual, use_checkpoint=checkpointing and i < self.checkpoint_num)
+            if i - 1 in return_layers:  # residual now holds the stream after mixer i - 1
+                features.append(self.norm_f(residual))
+        if residual is None:  # depth 0: nothing to add
+            return self.norm_f(hidden), features
+        out = self.final_norm(self.drop_path(hidden), residual)
+        if len(self.layers) - 1 in return_layers:
+            features.append(out)
+        return out, features
+
+    def final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:
+        """norm_f(residual + hidden), fused when fused_add_norm."""
+        if not self.fused_add_norm:
+            return self.norm_f((residual + hidden).to(dtype=self.norm_f.weight.dtype))
+        norm_fn = rms_norm_fn if isinstance(self.norm_f, RMSNorm) else layer_norm_fn
+        return norm_fn(
+            hidden,
+            self.norm_f.weight,
+            self.norm_f.bias,
+            residual=residual,
+            eps=self.norm_f.eps,
+            prenorm=False,
+            residual_in_fp32=self.residual_in_fp32,
+        )
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(x[:, 0])  # cls pooling
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------------ timm model API
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"pos_embed", "cls_token"}
+        if self.temporal_pos_embedding is not None:
+            names.add("temporal_pos_embedding")
+        return names
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Layer groups for layer-wise lr decay: stem = 0, block i = i + 1; norm_f and head are
+        unmatched and so share the last group (as the original's layer-decay assigner intended)."""
+        return dict(
+            stem=r"^cls_token|^pos_embed|^temporal_pos_embedding|^patch_embed",
+            blocks=r"^layers\.(\d+)" if coarse else [(r"^layers\.(\d+)", None)],
+        )
+
+    def get_num_layers(self) -> int:
+        return self.depth
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool not in (None, "token"):
+            raise ValueError(f"VisionMamba pools the cls token only; global_pool={global_pool!r} is not supported")
+        self.num_classes = num_classes
+        device = self.cls_token.device
+        self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_linear_(self.head)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True, num_blocks: int | None = None) -> None:
+        """Checkpoint the mixers of the first ``num_blocks`` blocks (all blocks by default)."""
+        self.use_checkpoint = enable
+        if enable:
+            self.checkpoint_num = len(self.layers) if num_blocks is None else num_blocks
+
+
+def init_linear_(module: nn.Linear) -> None:
+    trunc_normal_(module.weight, std=0.02)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def released_checkpoint_path(size: str, img_size: int | tuple[int, int] = 224) -> Path:
+    """The released IN-1K checkpoint for a size, looked up in $VIDEOMAMBA_CHECKPOINTS.
+
+    448 and 576 have their own fine-tuned releases; any other resolution (and every video model)
+    starts from the 224 one, whose position embedding the loader resizes.
+    """
+    folder = os.environ.get(CHECKPOINT_DIR_ENV)
+    if not folder:
+        raise FileNotFoundError(
+            f"pretrained=True needs a local checkpoint: pass pretrained_path=... or set {CHECKPOINT_DIR_ENV} "
+            "to a folder holding the released files (e.g. videomamba_t16_in1k_res224.pth); nothing is downloaded"
+        )
+    tag = VIDEOMAMBA_SIZES[size]["file_tag"]
+    res = to_2tuple(img_size)[0]
+    suffix = {448: "res224to448", 576: "res224to448to576"}.get(res, "res224")
+    path = Path(folder) / f"videomamba_{tag}_in1k_{suffix}.pth"
+    if not path.is_file() and suffix != "res224":
+        path = Path(folder) / f"videomamba_{tag}_in1k_res224.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: released checkpoint not found in {CHECKPOINT_DIR_ENV}={folder}")
+    return path
+
+
+def create_videomamba(
+    size: str,
+    model_cls: type[VisionMamba] = VisionMamba,
+    pretrained: bool = False,
+    pretrained_path: str | os.PathLike | None = None,
+    pretrained_strict: bool = True,
+    **kwargs: Any,
+) -> VisionMamba:
+    """Build a registered size; with pretrained=True load a local checkpoint through the shared loader.
+
+    The weights file is ``pretrained_path`` if given, else timm's ``pretrained_cfg_overlay=dict(file=...)``,
+    else the released file for this size/resolution in $VIDEOMAMBA_CHECKPOINTS.
+    """
+    # timm's create_model passes these; the weights location is resolved here instead.
+    kwargs.pop("pretrained_cfg", None)
+    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+    kwargs.pop("cache_dir", None)
+    arch = {k: v for k, v in VIDEOMAMBA_SIZES[size].items() if k != "file_tag"}
+    model = model_cls(**{**arch, **kwargs})
+    model.pretrained_cfg = model.default_cfg = _default_cfg(model)
+    if pretrained:
+        from videomamba.core.checkpoint import load_pretrained
+
+        path = pretrained_path or overlay.get("file") or released_checkpoint_path(size, model.patch_embed.img_size)
+        load_pretrained(model, path, strict=pretrained_strict)
+    return model
+
+
+def _default_cfg(model: VisionMamba) -> dict[str, Any]:
+    img = model.patch_embed.img_size
+    return dict(
+        input_size=(3, *img),
+        num_frames=model.num_frames,
+        num_classes=model.num_classes,
+        interpolation="bicubic",
+        crop_pct=0.875,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        first_conv="patch_embed.proj",
+        classifier="head",
+        license="apache-2.0",
+    )
+
+
+@register_model
+def videomamba_tiny(pretrained: bool = False, **kwargs: Any) -> VisionMamba:
+    """VideoMamba-Ti: D=192, 24 blocks (7.1M params at 1000 classes); video with num_frames=T."""
+    return create_videomamba("tiny", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def videomamba_small(pretrained: bool = False, **kwargs: Any) -> VisionMamba:
+    """VideoMamba-S: D=384, 24 blocks (25.8M params at 1000 classes); video with num_frames=T."""
+    return create_videomamba("small", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def videomamba_middle(pretrained: bool = False, **kwargs: Any) -> VisionMamba:
+    """VideoMamba-M: D=576, 32 blocks (74.2M params at 1000 classes); video with num_frames=T."""
+    return create_videomamba("middle", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def videomamba_base(pretrained: bool = False, **kwargs: Any) -> VisionMamba:
+    """VideoMamba-B: D=768, 24 blocks (97.6M params at 1000 classes); video with num_frames=T."""
+    return create_videomamba("base", pretrained=pretrained, **kwargs)

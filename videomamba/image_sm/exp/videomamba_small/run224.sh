@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=videomamba_small_res224
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=8
+#SBATCH --gres=gpu:8
+#SBATCH --cpus-per-task=16
+#SBATCH --output=%x-%j.log
+#
+# VideoMamba-S on ImageNet-1K from scratch at 224 (release: 81.2 top-1).
+#
+# sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
+# (GPUS=1: a single process). Overrides, for other paths or for tests:
+#   environment: IMAGENET_ROOT (or ROOT_DIR_TRAIN, META_FILE_TRAIN, ROOT_DIR_VAL, META_FILE_VAL),
+#                OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS;
+#   flags: arguments after the script name are appended, so they win over the ones below, e.g.
+#     GPUS=1 bash videomamba/image_sm/exp/videomamba_small/run224.sh --device cpu --no_amp --epochs 1
+set -euo pipefail
+
+for root in "${VIDEOMAMBA_ROOT:-}" "$(dirname "${BASH_SOURCE[0]}")/../../../.." "${SLURM_SUBMIT_DIR:-.}"; do
+    if [[ -n "$root" && -f "$root/videomamba/tools/launch.sh" ]]; then source "$root/videomamba/tools/launch.sh"; break; fi
+done
+declare -F videomamba_launch >/dev/null || { echo "run from the repository root or set VIDEOMAMBA_ROOT" >&2; exit 1; }
+
+JOB_NAME=videomamba_small_res224
+IMAGENET_ROOT="${IMAGENET_ROOT:-data/imagenet}"
+CHECKPOINTS="${VIDEOMAMBA_CHECKPOINTS:-$VIDEOMAMBA_ROOT/checkpoints}"
+OUTPUT_DIR="${OUTPUT_DIR:-$VIDEOMAMBA_ROOT/videomamba/image_sm/exp/videomamba_small/$JOB_NAME}"
+export GPUS="${GPUS:-8}"
+
+videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/image_sm/main.py" \
+    --model videomamba_small \
+    --data-set IMNET \
+    --root_dir_train "${ROOT_DIR_TRAIN:-$IMAGENET_ROOT/train}" \
+    --meta_file_train "${META_FILE_TRAIN:-$IMAGENET_ROOT/meta/train.txt}" \
+    --root_dir_val "${ROOT_DIR_VAL:-$IMAGENET_ROOT/val}" \
+    --meta_file_val "${META_FILE_VAL:-$IMAGENET_ROOT/meta/val.txt}" \
+    --input-size 224 \
+    --batch-size 512 \
+    --lr 5e-4 \
+    --min-lr 1e-5 \
+    --weight-decay 0.05 \
+    --drop-path 0.15 \
+    --epochs 300 \
+    --warmup-epochs 5 \
+    --bf16 \
+    --dist-eval \
+    --no-model-ema \
+    --output_dir "$OUTPUT_DIR" \
+    "$@"

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=videomamba_tiny_res448to576
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=8
+#SBATCH --gres=gpu:8
+#SBATCH --cpus-per-task=16
+#SBATCH --output=%x-%j.log
+#
+# VideoMamba-Ti fine-tuned 448 -> 576 (release: 79.6 top-1); constant lr after warm-up.
+#
+# sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
+# (GPUS=1: a single process). Overrides, for other paths or for tests:
+#   environment: IMAGENET_ROOT (or ROOT_DIR_TRAIN, META_FILE_TRAIN, ROOT_DIR_VAL, META_FILE_VAL),
+#                OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS, FINETUNE;
+#   flags: arguments after the script name are appended, so they win over the ones below, e.g.
+#     GPUS=1 bash videomamba/image_sm/exp/videomamba_tiny/run576.sh --device cpu --no_amp --epochs 1
+set -euo pipefail
+
+for root in "${VIDEOMAMBA_ROOT:-}" "$(dirname "${BASH_SOURCE[0]}")/../../../.." "${SLURM_SUBMIT_DIR:-.}"; do
+    if [[ -n "$root" && -f "$root/videomamba/tools/launch.sh" ]]; then source "$root/videomamba/tools/launch.sh"; break; fi
+done
+declare -F videomamba_launch >/dev/null || { echo "run from the repository root or set VIDEOMAMBA_ROOT" >&2; exit 1; }
+
+JOB_NAME=videomamba_tiny_res448to576
+IMAGENET_ROOT="${IMAGENET_ROOT:-data/imagenet}"
+CHECKPOINTS="${VIDEOMAMBA_CHECKPOINTS:-$VIDEOMAMBA_ROOT/checkpoints}"
+OUTPUT_DIR="${OUTPUT_DIR:-$VIDEOMAMBA_ROOT/videomamba/image_sm/exp/videomamba_tiny/$JOB_NAME}"
+export GPUS="${GPUS:-8}"
+FINETUNE="${FINETUNE:-$CHECKPOINTS/videomamba_t16_in1k_res224to448.pth}"
+
+videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/image_sm/main.py" \
+    --model videomamba_tiny \
+    --finetune "$FINETUNE" \
+    --data-set IMNET \
+    --root_dir_train "${ROOT_DIR_TRAIN:-$IMAGENET_ROOT/train}" \
+    --meta_file_train "${META_FILE_TRAIN:-$IMAGENET_ROOT/meta/train.txt}" \
+    --root_dir_val "${ROOT_DIR_VAL:-$IMAGENET_ROOT/val}" \
+    --meta_file_val "${META_FILE_VAL:-$IMAGENET_ROOT/meta/val.txt}" \
+    --input-size 576 \
+    --batch-size 128 \
+    --lr 5e-6 \
+    --min-lr 5e-6 \
+    --weight-decay 1e-8 \
+    --drop-path 0 \
+    --epochs 10 \
+    --warmup-epochs 2 \
+    --no-repeated-aug \
+    --aa v0 \
+    --bf16 \
+    --dist-eval \
+    --no-model-ema \
+    --output_dir "$OUTPUT_DIR" \
+    "$@"
