@@ -1,0 +1,1 @@
+"""Video-text data: annotation files and datasets, media reading, captions and the tokenizer, loaders."""

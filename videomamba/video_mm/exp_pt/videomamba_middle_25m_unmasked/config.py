@@ -1,0 +1,6 @@
+"""VideoMamba-M video-text pretraining on 25M pairs, unmasked stage (see videomamba_middle_5m_unmasked)."""
+
+_base_ = ["../videomamba_middle_25m/config.py", "../videomamba_middle_5m_unmasked/config.py"]
+
+train_corpus = "data_25m"
+pretrained_path = "${model_dir}/videomamba_m16_25M_masked_pt_f8_res224.pth"

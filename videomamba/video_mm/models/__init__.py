@@ -1,0 +1,1 @@
+"""Video-text models: vision encoder, BERT text encoder, UMT_VIDEOMAMBA (+ QA), losses, checkpoint loading."""

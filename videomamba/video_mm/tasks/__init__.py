@@ -1,0 +1,1 @@
+"""Entry scripts of the video-text tasks and the run machinery they share (``engine``)."""
