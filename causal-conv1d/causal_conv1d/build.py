@@ -31,7 +31,7 @@ def nvcc_flags() -> list[str]:
     ]
 
 
-def _toolkit_dirs(cuda_home: str | None) -> tuple[list[str], list[str]]:
+def cuda_toolkit_dirs(cuda_home: str | None) -> tuple[list[str], list[str]]:
     """Extra (include, library) dirs when CUDA_HOME lacks the runtime headers.
 
     torch derives CUDA_HOME from the `nvcc` on PATH; when that is a wrapper script (e.g.
@@ -73,7 +73,7 @@ def kernel_extensions(prefix: str, package: str, cpu_sources: list[str], cuda_so
         why = None
         # Build for Ampere and Hopper unless the user says otherwise (upstream ignored this variable).
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        include_dirs, library_dirs = _toolkit_dirs(CUDA_HOME)
+        include_dirs, library_dirs = cuda_toolkit_dirs(CUDA_HOME)
         extensions.append(
             CUDAExtension(
                 f"{package}._C_cuda",

@@ -1,0 +1,170 @@
+// Device helpers shared by the selective-scan CUDA kernels: dtype conversion, row loads/stores,
+// warp scans of (decay, value) pairs, softplus/sigmoid, and the launch macro.
+//
+// The same sources also compile as plain C++ against a CPU emulator of the CUDA execution model
+// (causal-conv1d/tests/cuda_emu/cuda_emu.h, selected with -DKERNEL_EMULATE), which the test-suite
+// uses to check the kernels' indexing and algebra on machines without a GPU. Only standard CUDA
+// constructs appear in the kernels; the few things the emulator must provide differently (dynamic
+// shared memory, the launch syntax) go through `dynamic_smem<T>()` and `KERNEL_LAUNCH`.
+#pragma once
+
+#ifdef KERNEL_EMULATE
+#include "cuda_emu.h"
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#endif
+
+#include <cstdint>
+#include <cstring>
+
+#include "selective_scan.h"
+
+namespace mamba_cuda {
+
+#ifndef KERNEL_EMULATE
+// kern<<<grid, block, smem, stream>>>(args...) written as KERNEL_LAUNCH(kern, grid, block, smem, stream)(args...).
+#define KERNEL_LAUNCH(kern, grid, block, smem, stream) kern<<<(grid), (block), (smem), (stream)>>>
+
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() {
+  extern __shared__ __align__(16) unsigned char mamba_dynamic_smem_[];
+  return reinterpret_cast<T*>(mamba_dynamic_smem_);
+}
+#else
+template <typename T>
+inline T* dynamic_smem() {
+  return reinterpret_cast<T*>(emu::dynamic_smem());
+}
+#endif
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- dtype conversion ---------------------------------------------------------------------------
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// ---- math ----------------------------------------------------------------------------------------
+
+// F.softplus with its default threshold: identity above 20, else log(1 + e^x) (log1pf: accurate
+// also where e^x is tiny, where log(1 + e^x) would round to 0).
+__device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(__expf(x)); }
+
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
+
+// ---- rows of K consecutive elements per lane -----------------------------------------------------
+
+// True when row[t0 .. t0+K) lies before `len` and can move as 16-byte vectors.
+template <typename T, int K>
+__device__ __forceinline__ bool vec_ok(const T* row, int64_t t0, int64_t len) {
+  return (K * sizeof(T)) % 16 == 0 && t0 + K <= len && (reinterpret_cast<uintptr_t>(row + t0) & 15) == 0;
+}
+
+// Loads row[t0 .. t0+K) as float; steps at t >= len read as 0. Aligned in-range runs load as
+// 16-byte vectors, the rest (odd row strides, the tail) element by element.
+template <typename T, int K>
+__device__ __forceinline__ void load_row(const T* __restrict__ row, int64_t t0, int64_t len, float (&out)[K]) {
+  constexpr int kPerVec = 16 / sizeof(T);
+  if constexpr (K % kPerVec == 0) {
+    if (vec_ok<T, K>(row, t0, len)) {
+#pragma unroll
+      for (int v = 0; v < K / kPerVec; ++v) {
+        const uint4 raw = reinterpret_cast<const uint4*>(row + t0)[v];
+        T e[kPerVec];
+        memcpy(e, &raw, 16);
+#pragma unroll
+        for (int i = 0; i < kPerVec; ++i) out[v * kPerVec + i] = to_f32(e[i]);
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < K; ++k) out[k] = t0 + k < len ? to_f32(row[t0 + k]) : 0.f;
+}
+
+// Stores vals to row[t0 .. t0+K), skipping t >= len.
+template <typename T, int K>
+__device__ __forceinline__ void store_row(T* __restrict__ row, int64_t t0, int64_t len, const float (&vals)[K]) {
+  constexpr int kPerVec = 16 / sizeof(T);
+  if constexpr (K % kPerVec == 0) {
+    if (vec_ok<T, K>(row, t0, len)) {
+#pragma unroll
+      for (int v = 0; v < K / kPerVec; ++v) {
+        T e[kPerVec];
+#pragma unroll
+        for (int i = 0; i < kPerVec; ++i) e[i] = from_f32<T>(vals[v * kPerVec + i]);
+        uint4 raw;
+        memcpy(&raw, e, 16);
+        reinterpret_cast<uint4*>(row + t0)[v] = raw;
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+    if (t0 + k < len) row[t0 + k] = from_f32<T>(vals[k]);
+}
+
+// ---- warp scans ----------------------------------------------------------------------------------
+
+// Inclusive scan over the 32 lanes of the affine maps s -> a * s + h, composed in lane order
+// (kFromLow: lane 0 first; otherwise lane 31 first). Afterwards (a, h) of a lane is the composite
+// of itself and every lane before it in that order.
+template <bool kFromLow>
+__device__ __forceinline__ void warp_scan_affine(float& a, float& h, int lane) {
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const int src = (kFromLow ? lane - off : lane + off) & 31;
+    const float a_prev = __shfl_sync(kFullMask, a, src);
+    const float h_prev = __shfl_sync(kFullMask, h, src);
+    if (kFromLow ? lane >= off : lane + off < 32) {
+      h = fmaf(a, h_prev, h);
+      a *= a_prev;
+    }
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFullMask, v, off);
+  return v;
+}
+
+// ---- the B/C tile of a chunk ---------------------------------------------------------------------
+
+// Stages B and C of (batch b, group g) for steps [t0, t0 + kCap) as float32 rows of kTileStride
+// (padded with tile_col) — steps past the sequence end as 0. All threads of the block take part;
+// consecutive threads read consecutive steps (coalesced).
+template <typename T, int kCap>
+__device__ __forceinline__ void stage_bc_tile(const ScanParams& p, int64_t b, int64_t g, int64_t t0, float* tile_b,
+                                              float* tile_c) {
+  const int total = static_cast<int>(p.dstate) * kCap;
+  const int64_t base_b = b * p.B_sb + g * p.B_sg, base_c = b * p.C_sb + g * p.C_sg;
+  for (int i = threadIdx.x; i < total; i += blockDim.x) {
+    const int n = i / kCap, tl = i % kCap;
+    const int64_t t = t0 + tl;
+    float vb = 0.f, vc = 0.f;
+    if (t < p.seqlen) {
+      const int64_t ob = base_b + n * p.B_sn + t, oc = base_c + n * p.C_sn + t;
+      vb = p.B_f32 ? static_cast<const float*>(p.B)[ob] : to_f32(static_cast<const T*>(p.B)[ob]);
+      vc = p.C_f32 ? static_cast<const float*>(p.C)[oc] : to_f32(static_cast<const T*>(p.C)[oc]);
+    }
+    tile_b[n * kTileStride + tile_col(tl)] = vb;
+    tile_c[n * kTileStride + tile_col(tl)] = vc;
+  }
+}
+
+}  // namespace mamba_cuda

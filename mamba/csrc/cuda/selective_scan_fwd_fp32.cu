@@ -1,0 +1,9 @@
+// Selective scan forward, fp32 inputs (one dtype per file so that the files compile in parallel).
+
+#include "selective_scan_fwd.cuh"
+
+namespace mamba_cuda {
+
+cudaError_t scan_fwd_fp32(const ScanParams& p, cudaStream_t stream) { return scan_fwd<float>(p, stream); }
+
+}  // namespace mamba_cuda
