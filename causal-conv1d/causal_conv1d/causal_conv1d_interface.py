@@ -152,7 +152,7 @@ def causal_conv1d_fn(
         )
     if not 2 <= weight.shape[1] <= 4:
         raise ValueError(f"conv width must be 2, 3 or 4, got {weight.shape[1]}")
-    backend = dispatcher.pick("causal_conv1d", x.device)
+    backend = dispatcher.pick("causal_conv1d", x.device, x.dtype)
     if backend == "ref":
         return causal_conv1d_ref(x, weight, bias, activation, reverse)
     return CausalConv1dFn.apply(x, weight, bias, silu, reverse, backend)

@@ -17,6 +17,7 @@ from types import ModuleType
 import torch
 
 BACKENDS = ("ref", "cpu", "cuda", "triton")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def triton_interpreted() -> bool:
@@ -78,10 +79,16 @@ class Dispatcher:
             return device.type == "cuda"
         return device.type == "cuda" or (device.type == "cpu" and triton_interpreted())
 
-    def pick(self, op: str, device: torch.device) -> str:
-        """Backend for `op` on `device`; records the choice in `last_used`."""
+    def pick(self, op: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
+        """Backend for `op` on `device`; records the choice in `last_used`.
+
+        Kernels take float32/float16/bfloat16; any other dtype (float64 for gradcheck) runs on the
+        reference, forced backend or not.
+        """
         name = self.forced()
-        if name is not None:
+        if dtype is not None and dtype not in KERNEL_DTYPES:
+            name = "ref"
+        elif name is not None:
             if name != "ref" and self.kernels(name) is None:
                 raise RuntimeError(
                     f"{self.env_var}={name} but the {self.package} {name} backend is unavailable: "

@@ -349,3 +349,19 @@ def test_bf16_autocast_step_is_finite_and_close():
     assert torch.isfinite(out.float()).all()
     assert all(torch.isfinite(p.grad).all() for p in stack.parameters() if p.grad is not None)
     assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_float64_and_empty_sequences_run_on_the_reference():
+    """Kernels take 32/16-bit inputs; float64 (e.g. for gradcheck) is routed to the reference."""
+    from causal_conv1d import causal_conv1d_fn
+    from mamba_ssm import selective_scan_fn
+
+    u = torch.randn(1, 4, 6, dtype=torch.float64)
+    B = torch.randn(1, 2, 6, dtype=torch.float64)
+    out = selective_scan_fn(u, u.abs(), -torch.rand(4, 2, dtype=torch.float64), B, B)
+    assert out.dtype == torch.float64 and ssi.dispatcher.last_used["selective_scan"] == "ref"
+    causal_conv1d_fn(u, torch.randn(4, 3, dtype=torch.float64))
+    assert conv_dispatcher.last_used["causal_conv1d"] == "ref"
+    empty = torch.randn(1, 4, 0)
+    y, last = selective_scan_ref(empty, empty, -torch.rand(4, 2), empty[:, :2], empty[:, :2], return_last_state=True)
+    assert y.shape == (1, 4, 0) and torch.equal(last, torch.zeros(1, 4, 2))

@@ -14,7 +14,8 @@ Kernel contract (every scan backend module: ``ref_kernels``, ``_C_cpu``, ``_C_cu
     bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout, states,
         du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out_z) -> None
 u, delta, z, dout, out, du, ddelta, dz, out_z: (batch, dim, L) with unit stride along L, one input
-dtype; A: (dim, N) float32; B, C: (batch, G, N, L), unit stride along L, any float dtype; D,
+dtype (float32/float16/bfloat16; other dtypes always run on the reference); A: (dim, N) float32;
+B, C: (batch, G, N, L), unit stride along L, any float dtype, G may differ between B and C; D,
 delta_bias: (dim,) float32 or None. `out` is the (gated) output. `states` (batch, dim,
 num_chunks(L), N) float32 holds the state after each chunk in processing order, so
 states[:, :, -1] is the last state. The backward recomputes the states from `states` chunk by
@@ -88,11 +89,12 @@ def selective_scan_ref(
     decay = torch.exp(delta.unsqueeze(2) * A.to(ct)[None, :, :, None])  # (batch, dim, N, L)
     drive = (delta * u).unsqueeze(2) * B
     h = u.new_zeros(decay.shape[:3])
-    ys = []
-    for t in range(u.shape[-1]):
-        h = decay[..., t] * h + drive[..., t]
-        ys.append((h * C[..., t]).sum(-1))
-    y = torch.stack(ys, dim=-1)
+    ys = [u.new_zeros(*u.shape[:2], 0)]  # keeps torch.cat valid for L = 0
+    # unbind, not indexing: autograd then adds one gradient per step instead of a full-size zero tensor.
+    for decay_t, drive_t, C_t in zip(decay.unbind(-1), drive.unbind(-1), C.unbind(-1), strict=True):
+        h = decay_t * h + drive_t
+        ys.append((h * C_t).sum(-1, keepdim=True))
+    y = torch.cat(ys, dim=-1)
     if D is not None:
         y = y + D.to(ct)[:, None] * u
     if z is not None:
@@ -314,7 +316,7 @@ def selective_scan_fn(
         reverse: scan from the last step to the first (same as flipping inputs and output).
     """
     _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
-    backend = dispatcher.pick("selective_scan", u.device)
+    backend = dispatcher.pick("selective_scan", u.device, u.dtype)
     if backend == "ref":
         if not reverse:
             return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
@@ -484,8 +486,8 @@ class MambaInnerFn(torch.autograd.Function):
         return dxz, d_out_w, d_out_b, None, None, None, None, *grads
 
 
-def _backends(device: torch.device) -> tuple[str, str]:
-    return conv_dispatcher.pick("causal_conv1d", device), dispatcher.pick("selective_scan", device)
+def _backends(device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+    return conv_dispatcher.pick("causal_conv1d", device, dtype), dispatcher.pick("selective_scan", device, dtype)
 
 
 def _external_bc_unsupported(B, C):
@@ -589,7 +591,7 @@ def mamba_inner_fn(
     With out_proj_weight None it returns the gated scan output (batch, d, L) instead.
     """
     _external_bc_unsupported(B, C)
-    conv_backend, scan_backend = _backends(xz.device)
+    conv_backend, scan_backend = _backends(xz.device, xz.dtype)
     if scan_backend == "ref":
         return mamba_inner_ref(
             xz,
@@ -759,7 +761,7 @@ def bimamba_inner_fn(
     VideoMamba's mixer (Vim "v2"). Same math as `bimamba_inner_ref`.
     """
     _external_bc_unsupported(B, C)
-    conv_backend, scan_backend = _backends(xz.device)
+    conv_backend, scan_backend = _backends(xz.device, xz.dtype)
     b = _backward_params(
         conv1d_weight,
         conv1d_bias,
