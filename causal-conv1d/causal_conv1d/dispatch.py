@@ -79,6 +79,9 @@ class Dispatcher:
             return device.type == "cuda"
         return device.type == "cuda" or (device.type == "cpu" and triton_interpreted())
 
+    # A compiled model fixes its backends when it is traced: the choice is a constant of the graph
+    # (no guard on the environment variable, no graph break at the kernels' lazy imports).
+    @torch.compiler.assume_constant_result
     def pick(self, op: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
         """Backend for `op` on `device`; records the choice in `last_used`.
 

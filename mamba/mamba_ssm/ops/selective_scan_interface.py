@@ -104,13 +104,22 @@ def selective_scan_ref(
 
 
 # --------------------------------------------------------------------------------------------
-# Kernel calls. Compiled backends run as torch.library custom ops whose outputs are allocated
-# here, so torch.compile needs no fake implementation and does not graph-break. The reference
-# backend is plain PyTorch and is called directly (it uses autograd, which custom ops disable).
+# Kernel calls. Compiled backends run as torch.library custom ops, so torch.compile sees one opaque
+# op (no graph break): the forward allocates its outputs in Python and has a fake (shape-only)
+# implementation; the backward writes into buffers allocated by the caller. The reference backend
+# is plain PyTorch and is called directly (it uses autograd, which custom ops switch off).
 # --------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("mamba_ssm::selective_scan_fwd", mutates_args=("out", "states"))
+def _scan_outputs(u: Tensor, A: Tensor, backend: str) -> tuple[Tensor, Tensor]:
+    """Empty (out, states) of the shapes `backend` writes; also the op's fake (shape-only) result."""
+    batch, dim, seqlen = u.shape
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    n_chunks = dispatcher.kernels(backend).num_chunks(seqlen)
+    return out, u.new_empty(batch, dim, n_chunks, A.shape[1], dtype=torch.float32)
+
+
+@torch.library.custom_op("mamba_ssm::selective_scan_fwd", mutates_args=())
 def _scan_fwd_op(
     u: Tensor,
     delta: Tensor,
@@ -122,11 +131,17 @@ def _scan_fwd_op(
     delta_bias: Tensor | None,
     delta_softplus: bool,
     reverse: bool,
-    out: Tensor,
-    states: Tensor,
     backend: str,
-) -> None:
+) -> tuple[Tensor, Tensor]:
+    out, states = _scan_outputs(u, A, backend)
     dispatcher.kernels(backend).fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out, states)
+    return out, states
+
+
+@_scan_fwd_op.register_fake
+def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
+    # The number of chunks is the backend's choice: ask it here, outside the traced graph.
+    return _scan_outputs(u, A, backend)
 
 
 @torch.library.custom_op(
@@ -187,12 +202,10 @@ def _unit_last_stride(t: Tensor | None) -> Tensor | None:
 
 def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend) -> tuple[Tensor, Tensor]:
     """(gated output, chunk states) through a kernel backend; no autograd."""
-    batch, dim, seqlen = u.shape
-    n_chunks = dispatcher.kernels(backend).num_chunks(seqlen)
-    out = torch.empty_like(u, memory_format=torch.contiguous_format)
-    states = torch.empty(batch, dim, n_chunks, A.shape[1], dtype=torch.float32, device=u.device)
-    run = dispatcher.kernels(backend).fwd if backend == "ref" else partial(_scan_fwd_op, backend=backend)
-    run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out, states)
+    if backend != "ref":
+        return _scan_fwd_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend)
+    out, states = _scan_outputs(u, A, backend)
+    dispatcher.kernels(backend).fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out, states)
     return out, states
 
 
