@@ -199,9 +199,11 @@ def machine_line(device: str) -> str:
             pass
     extra = ""
     if device == "cpu":
+        import causal_conv1d._C_cpu as conv_cpu
         import mamba_ssm._C_cpu as scan_cpu
 
-        extra = f", {torch.get_num_threads()} threads, scan kernel ISA {scan_cpu.isa()}"
+        threads = torch.get_num_threads()
+        extra = f", {threads} threads, scan kernel ISA {scan_cpu.isa()}, conv kernel ISA {conv_cpu.isa()}"
     return f"{hw}{extra}; torch {torch.__version__}; {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
 
 

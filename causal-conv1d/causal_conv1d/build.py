@@ -3,6 +3,8 @@
 The CPU extension is always built. The CUDA extension is built when a CUDA toolkit and a CUDA
 build of torch are both present, unless `<PREFIX>_SKIP_CUDA_BUILD=TRUE`; `<PREFIX>_FORCE_CUDA_BUILD=TRUE`
 builds it regardless (e.g. in a container without a GPU). One log line says what was built.
+Both packages' extensions get `include_dir()` on their include path: the headers the CPU kernels
+share (cpu_simd.h, cpu_isa.h), which ship inside the causal_conv1d package.
 This module is imported by setup.py only; it needs torch, never at run time.
 """
 
@@ -10,6 +12,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+
+def include_dir() -> str:
+    """causal_conv1d/include: the C++ headers shared with mamba_ssm's kernels (package data, so an
+    installed causal_conv1d, editable or not, has them beside this file)."""
+    return str(Path(__file__).resolve().parent / "include")
 
 
 def _flag(name: str) -> bool:
@@ -55,8 +64,15 @@ def kernel_extensions(prefix: str, package: str, cpu_sources: list[str], cuda_so
     from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
 
     cxx_flags = ["-O3", "-fopenmp"]  # BuildExtension adds the -std torch needs
+    shared_includes = [include_dir()]
     extensions = [
-        CppExtension(f"{package}._C_cpu", cpu_sources, extra_compile_args=cxx_flags, extra_link_args=["-fopenmp"])
+        CppExtension(
+            f"{package}._C_cpu",
+            cpu_sources,
+            include_dirs=shared_includes,
+            extra_compile_args=cxx_flags,
+            extra_link_args=["-fopenmp"],
+        )
     ]
     if not cpu_sources:  # a source checkout missing csrc/: still installable, runs the reference
         extensions = []
@@ -78,7 +94,7 @@ def kernel_extensions(prefix: str, package: str, cpu_sources: list[str], cuda_so
             CUDAExtension(
                 f"{package}._C_cuda",
                 cuda_sources,
-                include_dirs=include_dirs,
+                include_dirs=shared_includes + include_dirs,
                 library_dirs=library_dirs,
                 extra_compile_args={"cxx": ["-O3"], "nvcc": nvcc_flags()},
             )

@@ -8,7 +8,9 @@
 // This file does the argument checks, the (cheap) layout preparation, the thread split and the
 // deterministic reductions; the loops themselves are in selective_scan_cpu_kernel.h, compiled
 // three times (AVX-512, AVX2+FMA, and the baseline instruction set) and picked at run time from
-// the CPU (or from MAMBA_CPU_ISA=auto|avx512|avx2|default, for tests and benchmarks).
+// the CPU (or from MAMBA_CPU_ISA=auto|avx512|avx2|default, for tests and benchmarks). The vector
+// math (exp2, sigmoid, softplus, converting loads/stores) and the instruction-set choice come from
+// causal_conv1d's headers cpu_simd.h and cpu_isa.h, shared with its conv kernel.
 //
 // Work split: 16 channels of one (batch, group) form a block (the 16 SIMD lanes). The forward runs
 // one task per block. The backward runs one task per run of up to 4 blocks of a (batch, group);
@@ -33,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_isa.h"  // causal_conv1d/include (build.py adds it to the include path)
 #include "selective_scan_cpu_common.h"
 
 // ---- the kernel, once per instruction set ------------------------------------------------------
@@ -41,25 +44,22 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 namespace {
 
-#if defined(__x86_64__) || defined(__i386__)
-#define SS_HAVE_X86_VARIANTS 1
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
+#ifdef CPU_SIMD_HAVE_X86_VARIANTS
+CPU_SIMD_TARGET_AVX512_BEGIN
 #define SS_ISA_NAMESPACE isa_avx512
 #define SS_WIDTH 16
 #include "selective_scan_cpu_kernel.h"
 #undef SS_ISA_NAMESPACE
 #undef SS_WIDTH
-#pragma GCC pop_options
+CPU_SIMD_TARGET_END
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+CPU_SIMD_TARGET_AVX2_BEGIN
 #define SS_ISA_NAMESPACE isa_avx2
 #define SS_WIDTH 8
 #include "selective_scan_cpu_kernel.h"
 #undef SS_ISA_NAMESPACE
 #undef SS_WIDTH
-#pragma GCC pop_options
+CPU_SIMD_TARGET_END
 #endif
 
 #define SS_ISA_NAMESPACE isa_default
@@ -72,7 +72,7 @@ namespace {
 
 namespace {
 
-// ---- instruction-set choice ------------------------------------------------------------------
+// ---- instruction-set choice (cpu_isa.h: the best level this CPU supports, or MAMBA_CPU_ISA) -----
 
 struct Kernels {
   const char* name;
@@ -81,43 +81,16 @@ struct Kernels {
 };
 
 const Kernels kDefaultKernels{"default", isa_default::fwd_task, isa_default::bwd_task};
-#ifdef SS_HAVE_X86_VARIANTS
+#ifdef CPU_SIMD_HAVE_X86_VARIANTS
 const Kernels kAvx2Kernels{"avx2", isa_avx2::fwd_task, isa_avx2::bwd_task};
 const Kernels kAvx512Kernels{"avx512", isa_avx512::fwd_task, isa_avx512::bwd_task};
 #endif
 
-// 0 = default, 1 = avx2, 2 = avx512: the best this CPU (and OS) supports.
-int best_isa_level() {
-#ifdef SS_HAVE_X86_VARIANTS
-  static const int level = [] {
-    __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-    return avx512 ? 2 : (avx2 ? 1 : 0);
-  }();
-  return level;
-#else
-  return 0;
-#endif
-}
-
 const Kernels& kernels() {
-  int level = best_isa_level();
-  const char* env = std::getenv("MAMBA_CPU_ISA");
-  if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0) {
-    const std::string want(env);
-    int wanted = -1;
-    if (want == "default") wanted = 0;
-    if (want == "avx2") wanted = 1;
-    if (want == "avx512") wanted = 2;
-    TORCH_CHECK(wanted >= 0, "MAMBA_CPU_ISA=", want, ": expected auto, avx512, avx2 or default");
-    TORCH_CHECK(wanted <= level, "MAMBA_CPU_ISA=", want, " but this CPU does not support it");
-    level = wanted;
-  }
-#ifdef SS_HAVE_X86_VARIANTS
-  if (level == 2) return kAvx512Kernels;
-  if (level == 1) return kAvx2Kernels;
+  const int level = cpu_isa_level("MAMBA_CPU_ISA");
+#ifdef CPU_SIMD_HAVE_X86_VARIANTS
+  if (level == kCpuIsaAvx512) return kAvx512Kernels;
+  if (level == kCpuIsaAvx2) return kAvx2Kernels;
 #endif
   return kDefaultKernels;
 }

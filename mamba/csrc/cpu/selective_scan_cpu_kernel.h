@@ -3,11 +3,13 @@
 // This file is included several times by selective_scan_cpu.cpp, once per instruction set, each
 // time inside its own namespace (SS_ISA_NAMESPACE, in an anonymous namespace) and under its own
 // `#pragma GCC target`, with SS_WIDTH = the native vector width in floats (16, 8 or 4). It has no
-// include guard and includes nothing; besides its own code it uses the POD `ScanParams`, x86
-// intrinsics, and c10's scalar Half/BFloat16 conversions (inline non-template functions defined
-// before the pragma, so they keep the baseline target). No standard-library template is
-// instantiated here: an instantiation compiled for AVX-512 could otherwise be the one the linker
-// keeps for code that runs on a CPU without it.
+// include guard and includes only causal_conv1d's cpu_simd.h (the native vectors, exp2, sigmoid,
+// softplus and the converting loads/stores, shared with the causal-conv1d CPU kernel; its
+// inclusion contract applies here too); besides that it uses the POD `ScanParams`, x86 intrinsics,
+// and c10's scalar Half/BFloat16 conversions (inline non-template functions defined before the
+// pragma, so they keep the baseline target). No standard-library template is instantiated here:
+// an instantiation compiled for AVX-512 could otherwise be the one the linker keeps for code that
+// runs on a CPU without it.
 //
 // Layout. A "block" is 16 consecutive channels of one (batch, group); the 16 channels are the
 // lanes of `vf` (one zmm register with AVX-512, two ymm with AVX2, four xmm otherwise), so every
@@ -35,15 +37,17 @@
 
 namespace SS_ISA_NAMESPACE {
 
+// Native vectors `vn` / `vni` of kW = SS_WIDTH floats / ints and their math.
+#define CPU_SIMD_WIDTH SS_WIDTH
+#include "cpu_simd.h"
+#undef CPU_SIMD_WIDTH
+
 // ---- 16-lane float vectors made of native-width GCC vectors (SS_WIDTH floats each) -------------
 // (GCC lowers compares and selects on vectors wider than the hardware into scalar code, so the
 // 16 lanes are kept as 16 / SS_WIDTH native vectors and every operation loops over the parts.)
 
 constexpr int kLanes = 16;
-constexpr int kW = SS_WIDTH;
 constexpr int kParts = kLanes / kW;
-typedef float vn __attribute__((vector_size(4 * SS_WIDTH)));
-typedef int32_t vni __attribute__((vector_size(4 * SS_WIDTH)));
 
 struct vf {
   vn p[kParts];
@@ -68,27 +72,9 @@ SS_INLINE vf operator*(float a, vf b) { SS_PARTS(a * b.p[i]); }
 SS_INLINE vf operator/(float a, vf b) { SS_PARTS(a / b.p[i]); }
 SS_INLINE vf& operator+=(vf& a, vf b) { return a = a + b; }
 // x > t ? a : b, lane by lane (NaN x picks b).
-SS_INLINE vf select_gt(vf x, float t, vf a, vf b) { SS_PARTS(x.p[i] > t ? a.p[i] : b.p[i]); }
-// x clamped to [lo, hi]; NaN stays NaN. (x86 max/min return their second operand when either is
-// NaN, hence the operand order.)
-SS_INLINE vn clamp_n(vn x, float lo, float hi) {
-#if defined(__x86_64__) || defined(__i386__)
-#if SS_WIDTH == 16
-  // (The maskz forms with a full mask compile to the plain instructions; the unmasked intrinsics
-  // trip GCC 12's -Wmaybe-uninitialized on their undefined pass-through operand.)
-  const __mmask16 all = 0xffff;
-  return (vn)_mm512_maskz_min_ps(all, _mm512_set1_ps(hi), _mm512_maskz_max_ps(all, _mm512_set1_ps(lo), (__m512)x));
-#elif SS_WIDTH == 8
-  return (vn)_mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), (__m256)x));
-#else
-  return (vn)_mm_min_ps(_mm_set1_ps(hi), _mm_max_ps(_mm_set1_ps(lo), (__m128)x));
-#endif
-#else
-  return x > hi ? vn{} + hi : (x < lo ? vn{} + lo : x);
-#endif
-}
+SS_INLINE vf select_gt(vf x, float t, vf a, vf b) { SS_PARTS(select_gt_n(x.p[i], t, a.p[i], b.p[i])); }
 SS_INLINE vf clamp(vf x, float lo, float hi) { SS_PARTS(clamp_n(x.p[i], lo, hi)); }
-SS_INLINE vf absv(vf x) { SS_PARTS((vn)((vni)x.p[i] & 0x7fffffff)); }
+SS_INLINE vf absv(vf x) { SS_PARTS(abs_n(x.p[i])); }
 SS_INLINE float get_lane(const vf& v, int i) { return v.p[i / kW][i % kW]; }
 SS_INLINE void set_lane(vf& v, int i, float x) { v.p[i / kW][i % kW] = x; }
 SS_INLINE vf load(const float* ptr) { SS_PARTS(*reinterpret_cast<const vn*>(ptr + i * kW)); }
@@ -96,64 +82,11 @@ SS_INLINE void store(float* ptr, vf v) {
   for (int i = 0; i < kParts; ++i) *reinterpret_cast<vn*>(ptr + i * kW) = v.p[i];
 }
 
-constexpr float kLog2e = 1.4426950408889634f;
-
-// 2^x to about 1 ulp, NaN stays NaN. x = k + r with k = round(x) and |r| <= 1/2; 2^r is a degree-6
-// minimax polynomial (relative error 1.9e-9, fitted for this kernel by iterated weighted least
-// squares); the result is 2^r scaled by 2^k.
-SS_INLINE vn exp2_poly(vn r) {
-  vn q = vn{} + 1.534579205326736e-4f;
-  q = q * r + 1.3399929739534855e-3f;
-  q = q * r + 9.618489071726799e-3f;
-  q = q * r + 5.550328642129898e-2f;
-  q = q * r + 2.4022646248340607e-1f;
-  q = q * r + 6.931471824645996e-1f;
-  return q * r + 1.f;
-}
-
-#if SS_WIDTH == 16 && (defined(__x86_64__) || defined(__i386__))
-// AVX-512: vrndscaleps for k and vscalefps for q * 2^k, which also gets underflow (0, denormals)
-// and overflow (inf) right; the clamp only keeps +-inf from turning r into NaN.
-SS_INLINE vn exp2_n(vn x) {
-  const __m512 xc = (__m512)clamp_n(x, -1000.f, 1000.f);
-  const __m512 k = _mm512_maskz_roundscale_ps(0xffff, xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const vn q = exp2_poly((vn)_mm512_sub_ps(xc, k));
-  return (vn)_mm512_maskz_scalef_ps(0xffff, (__m512)q, k);
-}
-#else
-// k by the magic-number trick: t = x + 1.5 * 2^23 + 127 rounds x, and the low bits of t then hold
-// the exponent field of 2^k, i.e. (bits(t) << 23) is 2^k (0 for k = -127, inf for k = 128).
-SS_INLINE vn exp2_n(vn x) {
-  const vn xc = clamp_n(x, -127.f, 128.f);
-  const float magic = 12583039.f;
-  const vn t = xc + magic;
-  const vn k = t - magic;
-  return exp2_poly(xc - k) * (vn)((vni)t << 23);
-}
-#endif
-
+// exp is computed as 2^(x log2 e): see exp2_n in cpu_simd.h.
 SS_INLINE vf exp2v(vf x) { SS_PARTS(exp2_n(x.p[i])); }
-
-SS_INLINE vf sigmoidv(vf x) { return 1.f / (1.f + exp2v(x * -kLog2e)); }
-
-// PyTorch's softplus (threshold 20): x above 20, else log(1 + e^x) = max(x, 0) + log1p(e^-|x|).
-// log1p(e) for e in (0, 1] uses 2*atanh(s) with s = e / (2 + e) <= 1/3: the odd series up to s^15
-// (truncation below 2e-9 relative), accurate also for tiny e.
-SS_INLINE vf softplusv(vf x) {
-  const vf e = exp2v(absv(x) * -kLog2e);
-  const vf s = e / (2.f + e);
-  const vf s2 = s * s;
-  vf q = splat(1.f / 15.f);
-  q = q * s2 + 1.f / 13.f;
-  q = q * s2 + 1.f / 11.f;
-  q = q * s2 + 1.f / 9.f;
-  q = q * s2 + 1.f / 7.f;
-  q = q * s2 + 1.f / 5.f;
-  q = q * s2 + 1.f / 3.f;
-  q = q * s2 + 1.f;
-  const vf r = select_gt(x, 0.f, x, splat(0.f)) + 2.f * s * q;
-  return select_gt(x, 20.f, x, r);
-}
+SS_INLINE vf sigmoidv(vf x) { SS_PARTS(sigmoid_n(x.p[i])); }
+// PyTorch's softplus (threshold 20); see softplus_n.
+SS_INLINE vf softplusv(vf x) { SS_PARTS(softplus_n(x.p[i])); }
 
 // ---- lane sums of 16 vectors -------------------------------------------------------------------
 // transpose_sum16(v): lane i of the result is the sum of the 16 lanes of v[i]. A fixed pairwise
@@ -328,52 +261,7 @@ SS_INLINE void transpose_native(vn* v) {
 #endif
 }
 
-// W consecutive elements <-> one native float vector.
-typedef uint16_t vnh __attribute__((vector_size(2 * SS_WIDTH)));
-typedef uint32_t vnu __attribute__((vector_size(4 * SS_WIDTH)));
-
-SS_INLINE vn load_n(const float* src) {
-  vn v;
-  __builtin_memcpy(&v, src, sizeof(v));
-  return v;
-}
-SS_INLINE void store_n(float* dst, vn v) { __builtin_memcpy(dst, &v, sizeof(v)); }
-
-SS_INLINE vn load_n(const c10::BFloat16* src) {
-  vnh h;
-  __builtin_memcpy(&h, src, sizeof(h));
-  return (vn)(__builtin_convertvector(h, vnu) << 16);
-}
-// Round to nearest even, NaN -> 0x7fc0 (as c10::BFloat16).
-SS_INLINE void store_n(c10::BFloat16* dst, vn v) {
-  const vnu u = (vnu)v;
-  const vnu rounded = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
-  const vnu bits = v != v ? (vnu{} + 0x7fc0u) : rounded;
-  const vnh h = __builtin_convertvector(bits, vnh);
-  __builtin_memcpy(dst, &h, sizeof(h));
-}
-
-SS_INLINE vn load_n(const c10::Half* src) {
-#if SS_WIDTH == 16 && (defined(__x86_64__) || defined(__i386__))
-  return (vn)_mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
-#elif SS_WIDTH == 8 && (defined(__x86_64__) || defined(__i386__))
-  return (vn)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-#else
-  vn v;
-  for (int i = 0; i < kW; ++i) v[i] = static_cast<float>(src[i]);
-  return v;
-#endif
-}
-SS_INLINE void store_n(c10::Half* dst, vn v) {
-#if SS_WIDTH == 16 && (defined(__x86_64__) || defined(__i386__))
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst),
-                      _mm512_maskz_cvtps_ph(0xffff, (__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-#elif SS_WIDTH == 8 && (defined(__x86_64__) || defined(__i386__))
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
-#else
-  for (int i = 0; i < kW; ++i) dst[i] = static_cast<c10::Half>(v[i]);
-#endif
-}
+// (load_n / store_n: W consecutive float32, float16 or bfloat16 elements <-> one vn, in cpu_simd.h.)
 
 // A full tile: 16 lanes (rows base + lane * row_stride) x 16 steps, whose times are t0 .. t0 + 15
 // (processing steps ascending, or descending when rev), <-> X[16 steps][16 lanes].
