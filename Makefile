@@ -42,6 +42,10 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The video main job: synthetic motion-order videos, CPU training, multi-view test, summary JSON (last line).
+demo: install
+	$(PY) -m videomamba.video_sm.demo --output_dir demo_output/video_sm
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

@@ -38,9 +38,19 @@ stop_pidfile() {
 case $cmd in
   env) print_env ;;
   down)
+    # Cancel what is still queued or running while the daemons can still clean it up.
+    if [ -f "$conf" ] && [ -f "$dir/run/slurmctld.pid" ]; then
+      SLURM_CONF=$conf scancel --full --quiet --user "$(id -un)" 2>/dev/null || true
+      for _ in $(seq 50); do
+        [ -z "$(SLURM_CONF=$conf squeue -h 2>/dev/null)" ] && break
+        sleep 0.2
+      done
+    fi
     stop_pidfile "$dir/run/slurmd.pid"
     stop_pidfile "$dir/run/slurmctld.pid"
     stop_pidfile "$dir/munge/munged.pid"
+    # Job scripts orphaned by a killed daemon still name their spool folder.
+    pkill -f "$dir/spool/" 2>/dev/null || true
     ;;
   up)
     if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \

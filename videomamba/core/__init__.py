@@ -6,6 +6,7 @@
 - ``distributed``: process-group setup (torchrun / Slurm / single) and collectives;
 - ``metrics``: ``MetricLogger``, ``SmoothedValue``, ``accuracy``;
 - ``logs``: ``log.txt`` JSON lines and TensorBoard;
-- ``optim``: parameter groups (weight decay, layer decay), per-step schedules, autocast and the gradient step;
+- ``optim``: parameter groups (weight decay, layer decay), optimizer, losses, autocast and the gradient step;
+- ``schedules``: per-step cosine lr / weight-decay schedules;
 - ``submission``: submitting a runner to Slurm (or locally) with submitit, requeue and resume.
 """

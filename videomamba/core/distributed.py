@@ -11,10 +11,12 @@ The backend is nccl for CUDA devices and gloo otherwise, so CPU runs work everyw
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime
 import os
 import random
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,14 +31,17 @@ __all__ = [
     "any_across_ranks",
     "barrier",
     "cleanup_distributed",
+    "distributed_session",
     "get_rank",
     "get_world_size",
     "init_distributed",
     "is_dist_initialized",
     "is_main_process",
+    "resolve_device",
     "seed_everything",
     "seed_worker",
     "setup_print",
+    "wrap_ddp",
 ]
 
 
@@ -128,6 +133,41 @@ def init_distributed(device: str = "cuda", dist_url: str = "env://", timeout_min
     )
     dist.barrier()
     return info
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a runner's --device names, on CUDA the process's current GPU; a clear error without one."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda but no CUDA device is visible; pass --device cpu to run on the CPU")
+    if device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around `model` when a process group is up; the model itself otherwise."""
+    if not is_dist_initialized():
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+@contextlib.contextmanager
+def distributed_session(
+    device_name: str, dist_url: str = "env://", seed: int | None = None
+) -> Iterator[tuple[DistributedInfo, torch.device]]:
+    """A runner's process setup: process group, rank-0 printing, device, seed + rank; torn down on exit."""
+    info = init_distributed(device_name, dist_url)
+    setup_print(info.rank == 0)
+    try:
+        device = resolve_device(device_name)
+        if seed is not None:
+            seed_everything(seed, info.rank)
+        yield info, device
+    finally:
+        cleanup_distributed()
 
 
 def cleanup_distributed() -> None:

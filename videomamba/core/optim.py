@@ -4,9 +4,6 @@ Parameter groups come from the model's timm API: ``no_weight_decay()`` names, 1-
 biases skip weight decay, and ``group_matcher()`` assigns layer ids for layer-wise lr decay
 (stem 0, block i -> i + 1, head and final norm last). Each group carries ``lr_scale``, which timm
 schedulers and per-step schedules multiply into the lr.
-
-Per-step schedules (`cosine_schedule`, applied with `apply_step_schedule`) drive the video tasks:
-one lr and one weight-decay value per optimizer update, as the original video runners did.
 """
 
 from __future__ import annotations
@@ -14,22 +11,24 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from timm.models import group_parameters
 from torch import nn
 
 __all__ = [
     "GradientStep",
+    "NonFiniteLossError",
     "amp_dtype",
-    "apply_step_schedule",
     "autocast",
-    "cosine_schedule",
+    "build_optimizer",
+    "classification_loss",
     "param_groups",
     "released_layer_ids",
+    "run_until_non_finite",
+    "stop_if_not_finite",
 ]
 
 # The released layer-decay assigner put only these names at layer 0. It knew `blocks.N` (ViT) but
@@ -100,46 +99,61 @@ def param_groups(
     return list(groups.values())
 
 
-def cosine_schedule(
-    base_value: float,
-    final_value: float,
-    epochs: int,
-    steps_per_epoch: int,
-    warmup_epochs: float = 0,
-    warmup_start_value: float = 0.0,
-    warmup_steps: int = -1,
-) -> np.ndarray:
-    """One value per optimizer step: linear warmup from `warmup_start_value`, then a half cosine to `final_value`.
+class NonFiniteLossError(RuntimeError):
+    """Raised on every rank when any rank's loss is NaN or Inf."""
 
-    warmup_steps > 0 overrides warmup_epochs. The result has epochs * steps_per_epoch entries.
+
+def stop_if_not_finite(loss_value: float, epoch: int, step: int, global_step: int, last_finite: float) -> None:
+    """Raise NonFiniteLossError on every rank (naming the step) if any rank's loss is not finite.
+
+    Called before the backward pass, so the weights stay finite; collective, so no rank hangs.
     """
-    total = epochs * steps_per_epoch
-    warmup = warmup_steps if warmup_steps > 0 else int(round(warmup_epochs * steps_per_epoch))
-    warmup = min(warmup, total)
-    ramp = np.linspace(warmup_start_value, base_value, warmup, endpoint=False) if warmup else np.zeros(0)
-    decay_steps = total - warmup
-    progress = np.arange(decay_steps) / max(decay_steps, 1)
-    cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(math.pi * progress))
-    return np.concatenate([ramp, cosine]).astype(np.float64)
+    from videomamba.core.distributed import any_across_ranks, get_rank
+
+    if any_across_ranks(not math.isfinite(loss_value)):
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {step} (global step {global_step}): this rank ({get_rank()}) "
+            f"has {loss_value}, last finite value {last_finite}; stopping every rank"
+        )
 
 
-def apply_step_schedule(
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    lr_values: Sequence[float] | None,
-    wd_values: Sequence[float] | None = None,
-) -> None:
-    """Set every group's lr (times its ``lr_scale``) and, for decayed groups, weight decay for `step`.
+def run_until_non_finite(main: Callable[[Any], Any], args: Any) -> int:
+    """Run a training entry point; a non-finite loss becomes exit code 1 (with its message) on every rank."""
+    import sys
 
-    Steps past the end of a schedule keep its last value (a resumed run with more epochs).
-    """
-    for group in optimizer.param_groups:
-        if lr_values is not None and len(lr_values):
-            group["lr"] = float(lr_values[min(step, len(lr_values) - 1)]) * group.get("lr_scale", 1.0)
-        # Remembered on first use, so a decay schedule that reaches 0 keeps the group scheduled.
-        decayed = group.setdefault("decayed", group["weight_decay"] > 0)
-        if wd_values is not None and len(wd_values) and decayed:
-            group["weight_decay"] = float(wd_values[min(step, len(wd_values) - 1)])
+    try:
+        main(args)
+    except NonFiniteLossError as err:
+        sys.stderr.write(f"Stopping: {err}\n")
+        return 1
+    return 0
+
+
+def classification_loss(mixup_active: bool, smoothing: float = 0.0) -> nn.Module:
+    """Soft-target CE under mixup (the targets are already smoothed), else label-smoothing CE or plain CE."""
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if mixup_active:
+        return SoftTargetCrossEntropy()
+    if smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def build_optimizer(
+    groups: list[dict[str, Any]],
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    eps: float | None = None,
+    betas: Sequence[float] | None = None,
+) -> torch.optim.Optimizer:
+    """timm's optimizer `name` over prepared parameter groups (eps/betas only when given)."""
+    from timm.optim import create_optimizer_v2
+
+    extra = {k: v for k, v in dict(eps=eps, betas=betas).items() if v is not None}
+    return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=weight_decay, momentum=momentum, **extra)
 
 
 def amp_dtype(bf16: bool) -> torch.dtype:

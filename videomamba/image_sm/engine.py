@@ -17,17 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videomamba.core.distributed import any_across_ranks, get_rank
 from videomamba.core.logs import RunLog
 from videomamba.core.metrics import MetricLogger, SmoothedValue, accuracy
-from videomamba.core.optim import GradientStep, autocast
+from videomamba.core.optim import GradientStep, NonFiniteLossError, autocast, stop_if_not_finite
 from videomamba.image_sm.models import distill_features
 
 __all__ = ["NonFiniteLossError", "TrainOptions", "evaluate", "feature_distill_loss", "train_one_epoch"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised on every rank when any rank's loss is NaN or Inf."""
 
 
 @dataclass
@@ -102,11 +97,7 @@ def train_one_epoch(
                 loss = criterion(model(samples), targets)
 
         loss_value = loss.item()
-        if any_across_ranks(not math.isfinite(loss_value)):
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch}, step {step} (global step {epoch * steps_per_epoch + step}): "
-                f"this rank ({get_rank()}) has {loss_value}, last finite value {last_finite}; stopping every rank"
-            )
+        stop_if_not_finite(loss_value, epoch, step, epoch * steps_per_epoch + step, last_finite)
         last_finite = loss_value
 
         optimizer.zero_grad(set_to_none=True)

@@ -26,8 +26,6 @@ from typing import Any
 import timm
 import torch
 from timm.data import Mixup
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
@@ -35,17 +33,16 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 import videomamba.image_sm.models  # noqa: F401  (registers the image models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
-from videomamba.core.distributed import (
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    is_main_process,
-    seed_everything,
-    seed_worker,
-    setup_print,
-)
+from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
 from videomamba.core.logs import RunLog
-from videomamba.core.optim import GradientStep, amp_dtype, param_groups
+from videomamba.core.optim import (
+    GradientStep,
+    amp_dtype,
+    build_optimizer,
+    classification_loss,
+    param_groups,
+    run_until_non_finite,
+)
 from videomamba.image_sm import engine
 from videomamba.image_sm.datasets import ImageFolderDataset, build_dataset
 from videomamba.image_sm.samplers import RASampler
@@ -294,11 +291,7 @@ def build_loaders(
 def build_criterion(args: argparse.Namespace, mixup_active: bool) -> torch.nn.Module:
     if args.bce_loss:
         return torch.nn.BCEWithLogitsLoss()
-    if mixup_active:
-        return SoftTargetCrossEntropy()  # mixup already smooths the targets
-    if args.smoothing > 0:
-        return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
-    return torch.nn.CrossEntropyLoss()
+    return classification_loss(mixup_active, args.smoothing)
 
 
 def _drop_distill_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -314,22 +307,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     ``args`` is not modified (a requeued submitit job reuses it, so e.g. the lr is scaled once).
     """
     args = copy.deepcopy(args)
-    dist_info = init_distributed(args.device, args.dist_url)
-    setup_print(dist_info.rank == 0)
-    try:
-        return _run(args, dist_info)
-    finally:
-        cleanup_distributed()
+    with distributed_session(args.device, args.dist_url, seed=args.seed) as (dist_info, device):
+        return _run(args, dist_info, device)
 
 
-def _run(args: argparse.Namespace, dist_info: Any) -> dict[str, Any]:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda but no CUDA device is visible; pass --device cpu to run on the CPU")
-    if device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-        torch.backends.cudnn.benchmark = True
-    seed_everything(args.seed, dist_info.rank)
+def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict[str, Any]:
     output_dir = Path(args.output_dir) if args.output_dir else None
     main_process = is_main_process()
     run_log = RunLog(output_dir, enabled=main_process and not args.eval)
@@ -365,9 +347,7 @@ def _run(args: argparse.Namespace, dist_info: Any) -> dict[str, Any]:
         model_ema = ModelEmaV3(
             model, decay=args.model_ema_decay, device=torch.device("cpu") if args.model_ema_force_cpu else None
         )
-    if dist_info.distributed:
-        device_ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    model = wrap_ddp(model, device)
 
     total_batch = args.batch_size * dist_info.world_size
     if not args.unscale_lr:
@@ -377,9 +357,8 @@ def _run(args: argparse.Namespace, dist_info: Any) -> dict[str, Any]:
     groups = param_groups(
         model_without_ddp, args.weight_decay, layer_decay=args.layer_decay, decay_flagged=args.decay_a_log
     )
-    opt_kwargs = {k: v for k, v in dict(eps=args.opt_eps, betas=args.opt_betas).items() if v is not None}
-    optimizer = create_optimizer_v2(
-        groups, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum, **opt_kwargs
+    optimizer = build_optimizer(
+        groups, args.opt, args.lr, args.weight_decay, args.momentum, eps=args.opt_eps, betas=args.opt_betas
     )
     lr_scheduler, _ = create_scheduler_v2(
         optimizer,
@@ -522,12 +501,7 @@ def cli(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = 
     args = parser.parse_args(argv)
     if args.output_dir:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        main(args)
-    except engine.NonFiniteLossError as err:
-        sys.stderr.write(f"Stopping: {err}\n")
-        return 1
-    return 0
+    return run_until_non_finite(main, args)
 
 
 if __name__ == "__main__":

@@ -378,7 +378,10 @@ def test_exp_script_runs_without_slurm_with_overrides(image_folder, tmp_path):
 
 def test_launch_environment_is_read_from_torchrun_and_slurm(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_ID"):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first so teardown restores the original state: _environment() itself writes RANK,
+        # WORLD_SIZE and MASTER_* for Slurm, which would otherwise leak into every later test.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     assert distributed._environment() == (0, 1, 0, "single")
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_NTASKS", "8")

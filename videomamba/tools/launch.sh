@@ -4,8 +4,9 @@
 # It picks how to start the processes:
 #   - inside a Slurm allocation with more than one task (sbatch/salloc): srun, one process per
 #     task (the entry script reads SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID);
-#   - otherwise GPUS > 1: torchrun --standalone --nproc_per_node=$GPUS on this machine;
-#   - otherwise: one plain python process (one GPU, or the CPU with --device cpu).
+#   - outside Slurm with GPUS > 1: torchrun --standalone --nproc_per_node=$GPUS on this machine;
+#   - otherwise (a one-task allocation, or GPUS=1): one plain python process (one GPU, or the CPU
+#     with --device cpu); inside an allocation its size, not GPUS, decides.
 # Environment: PYTHON (interpreter, default python), GPUS (processes without Slurm, default 1),
 # MASTER_PORT (default: random in 12000-31999), DRY_RUN=1 (print the command, run nothing).
 # It exports VIDEOMAMBA_ROOT (the repository) and puts it on PYTHONPATH.
@@ -23,12 +24,16 @@ videomamba_launch() {
     local -a cmd
     if [[ -n "${SLURM_JOB_ID:-}" && "${SLURM_NTASKS:-1}" -gt 1 ]]; then
         cmd=(srun --kill-on-bad-exit=1 "${python}" -u "${entry}" "$@")
-    elif [[ "${GPUS:-1}" -gt 1 ]]; then
+    elif [[ -z "${SLURM_JOB_ID:-}" && "${GPUS:-1}" -gt 1 ]]; then
         cmd=("${python}" -m torch.distributed.run --standalone --nproc_per_node="${GPUS}" "${entry}" "$@")
     else
         cmd=("${python}" -u "${entry}" "$@")
     fi
-    echo "+ ${cmd[*]}"
+    # Shell-quoted, so the printed command can be pasted or parsed (tools/check_exp_scripts.py does).
+    printf '+'
+    printf ' %q' "${cmd[@]}"
+    printf '\n'
+
     if [[ -n "${DRY_RUN:-}" ]]; then
         return 0
     fi

@@ -1,0 +1,1 @@
+"""Experiment scripts of video_sm, generated from the preset table in presets.py."""

@@ -1,0 +1,22 @@
+"""Scalar regression fine-tuning (LVU like/view): ``run_class_finetuning.py --regression``.
+
+Kept as its own entry point because the original's scripts call it. It is the same runner with
+``--regression`` on and mixup, cutmix and label smoothing off by default: the model's single output
+is trained with MSE against float labels, the best checkpoint is the lowest validation loss
+(``checkpoint-best.pth``, which ``--test_best`` then loads), and the multi-view test averages the
+predictions of every view and window per video and reports the mean squared error.
+"""
+
+import os
+import sys
+
+if not __package__:
+    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
+
+from videomamba.video_sm.run_class_finetuning import cli
+
+if __name__ == "__main__":
+    sys.exit(cli(regression=True))
