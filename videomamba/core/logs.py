@@ -98,6 +98,19 @@ class RunLog:
                 self.writer.add_scalar(tag, value, step)
             self.writer.flush()
 
+    def resume_from(self, epoch: int) -> None:
+        """Drop the records of `epoch` and later: they were logged, but a kill came before their checkpoint,
+        so the resumed run trains them again. Runners log an epoch before checkpointing it, which keeps
+        log.txt equal to range(epochs) across any number of kills."""
+        if not self.enabled or not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if not line.strip() or json.loads(line).get("epoch", -1) < epoch]
+        if len(kept) != len(lines):
+            tmp = self.path.with_suffix(".txt.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+
     def log_step(self, step: int, **scalars: float) -> None:
         """Per-iteration scalars (tags prefixed 'step/') while an epoch runs."""
         if self.writer is None:

@@ -4,6 +4,8 @@ Used for training when ``--ThreeAugment`` is set: RandomResizedCrop(scale 0.08-1
 horizontal flip (or, with ``--src``, "simple random crop": resize, reflect-padded random crop,
 flip), then exactly one of {grayscale, solarize, Gaussian blur with radius in [0.1, 2]}, an
 optional colour jitter of strength ``--color-jitter``, and ImageNet normalisation.
+
+Also here: `keep_posterize_bits`, a guard for timm's RandAugment under recent Pillow.
 """
 
 from __future__ import annotations
@@ -11,11 +13,28 @@ from __future__ import annotations
 import random
 
 from PIL import Image, ImageFilter, ImageOps
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, auto_augment
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-__all__ = ["RandomGaussianBlur", "RandomSolarize", "three_augment"]
+__all__ = ["RandomGaussianBlur", "RandomSolarize", "keep_posterize_bits", "three_augment"]
+
+_timm_posterize = auto_augment.posterize
+
+
+def _posterize_at_least_one_bit(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
+    return _timm_posterize(img, max(1, int(bits_to_keep)), **kwargs)
+
+
+def keep_posterize_bits() -> None:
+    """Make timm's RandAugment posterize keep at least one bit.
+
+    With ``inc1`` policies a magnitude of 10 (reached by ``mstd`` noise, or ``m10``) asks for 0 bits,
+    which Pillow 13 rejects with a ValueError: a training run crashed at a random step. One bit is
+    the nearest image Pillow accepts. Ops read timm's table when built, so call this first.
+    """
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize_at_least_one_bit
 
 
 class RandomGaussianBlur:

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from videomamba.image_sm.augment import three_augment
+from videomamba.image_sm.augment import keep_posterize_bits, three_augment
 
 __all__ = [
     "Cifar100",
@@ -239,6 +239,7 @@ def build_transform(is_train: bool, args: argparse.Namespace) -> Any:
     if is_train:
         if args.ThreeAugment:
             return three_augment(size, args.color_jitter, simple_random_crop=args.src)
+        keep_posterize_bits()
         transform = create_transform(
             input_size=size,
             is_training=True,

@@ -439,6 +439,7 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
     record: dict[str, Any] = {}
     resolved = dict(plain_config(args), world_size=dist_info.world_size, nb_classes=nb_classes, model_name=model_name)
     run_log.write_config(resolved)  # the full config of this run, with the scaled lr
+    run_log.resume_from(start_epoch)
     print(f"Start training for {args.epochs} epochs (from epoch {start_epoch})")
     started = time.time()
     try:
@@ -485,8 +486,8 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
                 args=plain_config(args),
                 version=CHECKPOINT_VERSION,
             )
-            saver.save(state, epoch, is_best=is_best, is_last=epoch == args.epochs - 1)
             run_log.log_epoch(record)
+            saver.save(state, epoch, is_best=is_best, is_last=epoch == args.epochs - 1)
             barrier()
     finally:
         run_log.close()

@@ -164,6 +164,15 @@ def test_transforms_give_the_input_size(image_folder):
     assert build_transform(True, args)(image).shape == (3, 48, 48)
 
 
+def test_rand_augment_at_full_magnitude_posterizes_instead_of_crashing(image_folder):
+    # inc1 posterize at magnitude 10 asks for 0 bits, which Pillow 13 rejects; mstd noise reaches it.
+    image = Image.open(image_folder / "train/class0/img0.png").convert("RGB")
+    args = argparse.Namespace(**{**vars(get_args_parser().parse_args([])), "aa": "rand-m10-n2-inc1"})
+    build_transform(True, args)
+    op = timm.data.auto_augment.AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
+    assert np.asarray(op(image)).max() <= 128  # one bit kept
+
+
 def test_ra_sampler_repeats_each_image_across_ranks():
     dataset = list(range(512))
     per_rank = [list(RASampler(dataset, num_replicas=3, rank=r, num_repeats=3, seed=1)) for r in range(3)]
@@ -208,6 +217,19 @@ def test_main_resumes_without_repeating_an_epoch(trained_run, image_folder, tmp_
     assert "Epoch: [0]" not in proc.stdout and "Epoch: [1]" in proc.stdout
     assert [r["epoch"] for r in read_log(out / "log.txt")] == [0, 1]
     assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == 1
+
+
+def test_resumed_log_drops_epochs_logged_after_the_last_checkpoint(tmp_path):
+    # A kill between an epoch's log line and its checkpoint: the resumed run trains that epoch again.
+    from videomamba.core.logs import RunLog
+
+    first = RunLog(tmp_path, tensorboard=False)
+    for epoch in range(3):
+        first.log_epoch({"epoch": epoch, "train_loss": 1.0 / (epoch + 1)})
+    resumed = RunLog(tmp_path, tensorboard=False)
+    resumed.resume_from(2)
+    resumed.log_epoch({"epoch": 2, "train_loss": 0.25})
+    assert [(r["epoch"], r["train_loss"]) for r in read_log(tmp_path / "log.txt")] == [(0, 1.0), (1, 0.5), (2, 0.25)]
 
 
 def test_eval_uses_ema_only_when_it_was_loaded(trained_run, image_folder, tmp_path):

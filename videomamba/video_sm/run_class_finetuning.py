@@ -410,6 +410,7 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
     )
     resolved = dict(plain_config(args), world_size=dist_info.world_size, nb_classes=nb_classes, scaled_lr=lr)
     run_log.write_config(resolved)
+    run_log.resume_from(start_epoch)
     print(f"Start training for {args.epochs} epochs (from epoch {start_epoch})")
     started = time.time()
     record: dict[str, Any] = {}
@@ -452,8 +453,8 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
                 args=plain_config(args),
                 version=CHECKPOINT_VERSION,
             )
-            saver.save(state, epoch, is_best=is_best, is_last=epoch == args.epochs - 1)
             run_log.log_epoch(record)
+            saver.save(state, epoch, is_best=is_best, is_last=epoch == args.epochs - 1)
             barrier()
         elapsed = int(time.time() - started)
         print(f"Training time {elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}")

@@ -332,6 +332,7 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         wd_values=wd_values,
     )
     run_log.write_config(dict(plain_config(args), world_size=world, scaled_lr=lr))
+    run_log.resume_from(start_epoch)
     record: dict[str, Any] = {}
     started = time.time()
     try:
@@ -350,8 +351,8 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
                 args=plain_config(args),
                 version=CHECKPOINT_VERSION,
             )
-            saver.save(state, epoch, is_last=epoch == args.epochs - 1)
             run_log.log_epoch(record)
+            saver.save(state, epoch, is_last=epoch == args.epochs - 1)
             barrier()
     finally:
         run_log.close()

@@ -456,6 +456,7 @@ def fit(
         best_metric = state.get("best_metric")
         print(f"resumed from {resume} ({', '.join(state['restored'])}) at epoch {start_epoch}, step {global_step}")
 
+    run.log.resume_from(start_epoch)
     results: dict[str, Any] = {}
     stop_key = config.get("stop_key")
     for epoch in range(start_epoch, epochs):
@@ -469,6 +470,8 @@ def fit(
         else:
             is_best = best_metric is None or metric > best_metric
             best_metric = metric if is_best else best_metric
+        # Logged before its checkpoint: a kill in between re-runs this epoch, whose record resume_from drops.
+        run.log.log_epoch({"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **_flatten(results)})
         saver.save(
             dict(
                 model=model.state_dict(),
@@ -486,7 +489,6 @@ def fit(
         write_results(run, results, "eval_res_latest.json")
         if is_best:
             write_results(run, results, "eval_res_best.json")
-        run.log.log_epoch({"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **_flatten(results)})
         if results:
             print(f"epoch {epoch} evaluation: {json.dumps(results, sort_keys=True)}")
     barrier()
