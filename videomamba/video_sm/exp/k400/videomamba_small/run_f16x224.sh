@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=k400_videomamba_small_f16x224
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=8
+#SBATCH --gres=gpu:8
+#SBATCH --cpus-per-task=16
+#SBATCH --output=%x-%j.log
+#
+# VideoMamba-small on K400, 16 frames, from the IN-1K image model.
+# Generated from videomamba/video_sm/exp/presets.py: edit the table there and regenerate.
+#
+# sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
+# (GPUS=1: a single process). Overrides, for other paths or for tests:
+#   environment: DATA_PATH (folder of train/val/test.csv), PREFIX (root of the video paths),
+#                OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS, FINETUNE;
+#   flags: arguments after the script name are appended, so they win over the ones below, e.g.
+#     GPUS=1 bash videomamba/video_sm/exp/k400/videomamba_small/run_f16x224.sh --device cpu --no_amp --epochs 1
+set -euo pipefail
+
+for root in "${VIDEOMAMBA_ROOT:-}" "$(dirname "${BASH_SOURCE[0]}")/../../../../.." "${SLURM_SUBMIT_DIR:-.}"; do
+    launcher="$root/videomamba/tools/launch.sh"
+    if [[ -n "$root" && -f "$launcher" ]]; then source "$launcher"; break; fi
+done
+declare -F videomamba_launch >/dev/null || { echo "run from the repository root or set VIDEOMAMBA_ROOT" >&2; exit 1; }
+
+JOB_NAME=k400_videomamba_small_f16x224
+CHECKPOINTS="${VIDEOMAMBA_CHECKPOINTS:-$VIDEOMAMBA_ROOT/checkpoints}"
+DATA_PATH="${DATA_PATH:-data/k400}"
+PREFIX="${PREFIX:-data/k400}"
+OUTPUT_DIR="${OUTPUT_DIR:-$VIDEOMAMBA_ROOT/videomamba/video_sm/exp/k400/videomamba_small/$JOB_NAME}"
+export GPUS="${GPUS:-16}"
+FINETUNE="${FINETUNE:-$CHECKPOINTS/videomamba_s16_in1k_res224.pth}"
+
+videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/run_class_finetuning.py" \
+    --model videomamba_small \
+    --data_path "$DATA_PATH" \
+    --prefix "$PREFIX" \
+    --data_set Kinetics_sparse \
+    --nb_classes 400 \
+    --split ',' \
+    --finetune "$FINETUNE" \
+    --num_frames 16 \
+    --tubelet_size 1 \
+    --input_size 224 \
+    --short_side_size 224 \
+    --num_sample 2 \
+    --batch_size 32 \
+    --update_freq 1 \
+    --epochs 50 \
+    --warmup_epochs 5 \
+    --lr 0.0002 \
+    --opt adamw \
+    --opt_betas 0.9 0.999 \
+    --weight_decay 0.05 \
+    --drop_path 0.35 \
+    --test_num_segment 4 \
+    --test_num_crop 3 \
+    --num_workers 12 \
+    --dist_eval \
+    --test_best \
+    --bf16 \
+    --output_dir "$OUTPUT_DIR" \
+    "$@"
