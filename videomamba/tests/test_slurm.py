@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +81,17 @@ class Cluster:
             time.sleep(0.5)
         self.run("scancel", job_id)
         pytest.fail(f"job {job_id} still {self.state(job_id)} after {timeout} s:\n{self.output(job_id)[-3000:]}")
+
+    def start_requeued(self, job_id: str, timeout: float = 60.0) -> None:
+        """A requeued job pends two minutes (Reason=BeginTime) before it is eligible again. Make it
+        eligible now, again while it still pends: an update made while the requeue is completing
+        can be overwritten by it."""
+        deadline = time.monotonic() + timeout
+        while self.state(job_id) in ("PENDING", "COMPLETING", "REQUEUED", "FAILED", "CANCELLED"):
+            assert time.monotonic() < deadline, f"requeued job {job_id} never started"
+            if self.state(job_id) == "PENDING":
+                self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+            time.sleep(1.0)
 
     def output(self, job_id: str) -> str:
         path = self.folder / "logs" / f"{job_id}.out"
@@ -196,29 +208,28 @@ def test_image_sm_submitit_result_and_requeue_resume(cluster, imagenet, tmp_path
              "--root_dir_train", str(imagenet / "train"), "--meta_file_train", str(imagenet / "meta/train.txt"),
              "--root_dir_val", str(imagenet / "val"), "--meta_file_val", str(imagenet / "meta/val.txt")]  # fmt: skip
     job = _submitit_job(cluster, "videomamba/image_sm/run_with_submitit.py", flags, out_dir)
-    # Once an epoch is logged, kill the training process (SIGKILL, as the OOM killer or a node failure
-    # would: nothing gets saved) and requeue the job: Slurm runs it again under the same id, and the run
-    # must go on from its last checkpoint. (Slurm's own signals land only after KillWait: submitit
-    # ignores SIGTERM, and these epochs take ~40 ms.)
+    # Once a checkpoint exists, kill the training process (SIGKILL, as the OOM killer or a node failure
+    # would: nothing more gets saved) and requeue the job: Slurm runs it again under the same id, and
+    # the run must go on from its last checkpoint. (Slurm's own signals land only after KillWait:
+    # submitit ignores SIGTERM, and these epochs take ~40 ms.)
+    checkpoint = out_dir / "checkpoint.pth"  # written atomically (rename), so it exists only when complete
     deadline = time.monotonic() + 240
-    while not _epochs(out_dir) and time.monotonic() < deadline:
+    while not checkpoint.exists() and time.monotonic() < deadline:
         assert cluster.state(job) not in TERMINAL, _submitit_logs(out_dir)
         time.sleep(0.05)
-    assert _epochs(out_dir), "the job never finished an epoch"
+    assert checkpoint.exists(), "the job never wrote a checkpoint"
     subprocess.run(["pkill", "-KILL", "-f", f"submitit.core._submit {out_dir / 'submitit'}"], check=True)
     killed_state = cluster.wait(job, timeout=60)
-    killed_at = _epochs(out_dir)
-    assert killed_state != "COMPLETED" and len(killed_at) < epochs, "the job finished before it was killed"
+    last_saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]
+    assert killed_state != "COMPLETED" and last_saved < epochs - 1, "the job finished before it was killed"
     assert cluster.run("scontrol", "requeue", job).returncode == 0
-    # A requeued job pends two minutes (Reason=BeginTime) before it is eligible again; make it eligible now.
-    assert cluster.wait(job, timeout=60, until={"PENDING"}) == "PENDING"
-    assert cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now").returncode == 0
+    cluster.start_requeued(job)
     state = cluster.wait(job, until={"COMPLETED", "FAILED", "CANCELLED"})
     logs = _submitit_logs(out_dir)
     assert state == "COMPLETED", logs[-4000:]
     resumed_at = [int(line.rsplit(" ", 1)[1]) for line in logs.splitlines() if "; starting at epoch " in line]
     assert resumed_at, f"the requeued job did not resume from a checkpoint:\n{logs[-4000:]}"
-    assert resumed_at[-1] in (len(killed_at), len(killed_at) + 1), (resumed_at, killed_at)
+    assert resumed_at[-1] == last_saved + 1, (resumed_at, last_saved)
     assert _epochs(out_dir) == list(range(epochs)), "an epoch was lost or logged twice across the requeue"
     result = _submitit_result(out_dir, job)
     assert isinstance(result, dict) and result.get("epoch") == epochs - 1, result  # main() returns the last record
