@@ -56,7 +56,10 @@ case $cmd in
     if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
         || ! command -v munged >/dev/null; then
       apt_get=(apt-get); [ "$(id -u)" = 0 ] || apt_get=(sudo apt-get)
-      DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q slurmctld slurmd slurm-client munge >/dev/null
+      packages=(slurmctld slurmd slurm-client munge)
+      # A fresh container may have no package lists yet: update them only when the install needs it.
+      DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q "${packages[@]}" >/dev/null \
+        || { "${apt_get[@]}" update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q "${packages[@]}" >/dev/null; }
     fi
     "$0" down "$dir"
     rm -rf "$dir"
