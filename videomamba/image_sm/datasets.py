@@ -233,6 +233,12 @@ def _read_json(path: Path) -> Any:
 # ------------------------------------------------------------------------------ transforms
 
 
+def _native_tiny_images(args: argparse.Namespace) -> bool:
+    """CIFAR at an input size of 32 or less: its images are used as they are (no resizing), as in DeiT.
+    Other data sets are resized at every input size, so folders of images of any size work at 32."""
+    return args.input_size <= 32 and getattr(args, "data_set", "IMNET") == "CIFAR"
+
+
 def build_transform(is_train: bool, args: argparse.Namespace) -> Any:
     """timm training transform (or 3-Augment) / resize + centre-crop evaluation transform."""
     size = args.input_size
@@ -250,12 +256,12 @@ def build_transform(is_train: bool, args: argparse.Namespace) -> Any:
             re_mode=args.remode,
             re_count=args.recount,
         )
-        if size <= 32:
-            # Tiny images (CIFAR): a padded random crop instead of RandomResizedCrop.
+        if _native_tiny_images(args):
+            # CIFAR's 32x32 images: a padded random crop instead of RandomResizedCrop.
             transform.transforms[0] = transforms.RandomCrop(size, padding=4)
         return transform
     steps = []
-    if size > 32:
+    if not _native_tiny_images(args):
         steps.append(transforms.Resize(int(size / args.eval_crop_ratio), interpolation=InterpolationMode.BICUBIC))
     steps += [
         transforms.CenterCrop(size),

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torchvision
 from PIL import Image
 
 import videomamba.image_sm.models  # noqa: F401  (registers the distillation variants)
@@ -162,6 +163,19 @@ def test_transforms_give_the_input_size(image_folder):
         assert build_transform(False, args)(image).shape == (3, size, size)
     args = argparse.Namespace(**{**vars(base), "input_size": 48, "ThreeAugment": True, "src": True})
     assert build_transform(True, args)(image).shape == (3, 48, 48)
+
+
+def test_folder_images_of_any_size_are_resized_at_input_size_32():
+    # Only CIFAR's native 32x32 images skip resizing; a folder image smaller or larger than the input is resized.
+    base = get_args_parser().parse_args(["--input-size", "32"])
+    for width, height in ((30, 18), (90, 70)):
+        image = Image.new("RGB", (width, height), (200, 30, 30))
+        for is_train in (True, False):
+            assert build_transform(is_train, base)(image).shape == (3, 32, 32)
+    evaluated = build_transform(False, base)(Image.new("RGB", (30, 18), (200, 30, 30)))
+    assert torch.allclose(evaluated, evaluated[:, :1, :1].expand_as(evaluated))  # resized, not zero-padded
+    cifar = argparse.Namespace(**{**vars(base), "data_set": "CIFAR"})
+    assert isinstance(build_transform(True, cifar).transforms[0], torchvision.transforms.RandomCrop)
 
 
 def test_rand_augment_at_full_magnitude_posterizes_instead_of_crashing(image_folder):
