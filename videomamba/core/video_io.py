@@ -225,6 +225,11 @@ def write_video(
     return str(path)
 
 
+# Files decord failed on in this process: read with PyAV from then on, with one warning, instead of
+# a retry and a warning at every read (every epoch, every test view).
+_DECORD_FAILED: set[str] = set()
+
+
 class FallbackVideo(Video):
     """decord first; PyAV when decord is missing, cannot open the file, or fails while decoding it."""
 
@@ -232,7 +237,10 @@ class FallbackVideo(Video):
         self.path = str(path)
         self._active: Video
         try:
-            self._active = DecordVideo(self.path, num_threads=num_threads)
+            if self.path in _DECORD_FAILED:
+                self._active = PyAVVideo(self.path)
+            else:
+                self._active = DecordVideo(self.path, num_threads=num_threads)
         except (BackendUnavailableError, VideoDecodeError) as error:
             self._active = self._switch_to_pyav(error)
         self.info = self._active.info
@@ -242,8 +250,9 @@ class FallbackVideo(Video):
             video = PyAVVideo(self.path)
         except (BackendUnavailableError, VideoDecodeError) as error:
             raise VideoDecodeError(self.path, f"{_reason(decord_error)}; fallback {_reason(error)}") from error
-        if isinstance(decord_error, VideoDecodeError):
-            logger.warning("decord failed on %s (%s); PyAV opened it", self.path, decord_error.reason)
+        if isinstance(decord_error, VideoDecodeError) and self.path not in _DECORD_FAILED:
+            _DECORD_FAILED.add(self.path)
+            logger.warning("decord failed on %s (%s); PyAV reads it from now on", self.path, decord_error.reason)
         return video
 
     def read(self, indices: Sequence[int]) -> np.ndarray:

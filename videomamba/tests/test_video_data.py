@@ -150,8 +150,17 @@ def test_lossy_codecs_stay_close_to_the_source(media):
             assert [frame_index(f) for f in video.read([0, 9, 15])] == [0, 9, 15]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_decord_failures(monkeypatch):
+    # FallbackVideo remembers, per process, the files decord failed on.
+    monkeypatch.setattr(video_io, "_DECORD_FAILED", set())
+
+
 def test_fallback_uses_pyav_when_decord_cannot_open(media, monkeypatch, caplog):
+    attempts = []
+
     def refuse(self, path, num_threads=1):
+        attempts.append(path)
         raise VideoDecodeError(path, "simulated decord failure")
 
     monkeypatch.setattr(video_io.DecordVideo, "__init__", refuse)
@@ -159,6 +168,9 @@ def test_fallback_uses_pyav_when_decord_cannot_open(media, monkeypatch, caplog):
         assert isinstance(video, FallbackVideo) and isinstance(video._active, PyAVVideo)
         np.testing.assert_array_equal(video.read([2, 4]), gray_frames(24)[[2, 4]])
     assert "simulated decord failure" in caplog.text and media["lossless"] in caplog.text
+    with caplog.at_level(logging.WARNING), open_video(media["lossless"]) as video:  # the next epoch
+        np.testing.assert_array_equal(video.read([3]), gray_frames(24)[[3]])
+    assert len(attempts) == 1 and caplog.text.count("simulated decord failure") == 1  # no retry, one warning
 
 
 @requires_decord
@@ -388,6 +400,14 @@ def test_read_video_list_errors_name_file_and_line(tmp_path, text, list_format, 
 def test_missing_list_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.csv"):
         read_video_list(tmp_path / "absent.csv")
+
+
+def test_read_video_list_ignores_a_byte_order_mark(tmp_path):
+    # Spreadsheet and Windows editors save UTF-8 with a BOM; it used to become part of the first path.
+    listed = tmp_path / "bom.csv"
+    listed.write_text("clip one.avi 0\r\nclip_2.webm\t1\r\n", encoding="utf-8-sig")
+    records = read_video_list(listed, prefix="/data")
+    assert [(r.path, r.label) for r in records] == [("/data/clip one.avi", 0), ("/data/clip_2.webm", 1)]
 
 
 def test_long_video_windows():

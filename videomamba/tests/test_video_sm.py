@@ -23,6 +23,7 @@ from videomamba.core.clip_teacher import build_clip_teacher
 from videomamba.core.logs import read_log
 from videomamba.core.optim import param_groups
 from videomamba.video_sm import demo, predict, run_class_finetuning, run_videomamba_pretraining, run_with_submitit
+from videomamba.video_sm.datasets import load_test_views
 from videomamba.video_sm.engines.multiview import ViewOutput, merge_views
 from videomamba.video_sm.exp import presets
 
@@ -281,6 +282,34 @@ def test_predict_prints_topk_and_writes_features(video_data, tmp_path, capsys):
                          "--device", "cpu", "--json"]) == 0  # fmt: skip
     assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == 4
     assert predict.main([str(tmp_path / "missing.mp4"), "--checkpoint", str(tmp_path / "ckpt.pth")]) == 2
+
+
+def test_predict_prints_the_value_of_a_regression_checkpoint(video_data, tmp_path, capsys):
+    # A one-output model used to be reported as "class 0, 100 %"; it is a regressor.
+    model = timm.create_model("videomamba_tiny", num_frames=4, img_size=SIZE, num_classes=1, **TINY).eval()
+    kwargs = dict(num_frames=4, img_size=SIZE, num_classes=1, **TINY)
+    torch.save({"model": model.state_dict(), "model_name": "videomamba_tiny", "model_kwargs": kwargs},
+               tmp_path / "reg.pth")  # fmt: skip
+    video = str(video_data / "videos" / "test_0000.mp4")
+    flags = ["--checkpoint", str(tmp_path / "reg.pth"), "--num_segments", "2", "--num_crops", "2", "--device", "cpu"]
+    assert predict.main([video, *flags, "--json"]) == 0
+    value = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["prediction"]
+    views = load_test_views(video, num_frames=4, num_segments=2, num_crops=2, input_size=SIZE, short_side_size=SIZE)
+    with torch.no_grad():
+        assert value == pytest.approx(model(views).mean().item(), abs=1e-5)
+    assert predict.main([video, *flags]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{value:.4f} (mean of 4 views)")
+
+
+def test_mixup_with_an_odd_batch_is_refused_before_training(video_data, tmp_path):
+    args = finetune_args(video_data, tmp_path / "odd", "--batch_size", "3", "--num_sample", "1")
+    with pytest.raises(ValueError, match=r"even number of clips per batch.*--batch_size 3 x --num_sample 1"):
+        run_class_finetuning.check_args(args)
+    run_class_finetuning.check_args(finetune_args(video_data, tmp_path / "odd", "--batch_size", "3"))  # 3 x 2 clips
+    run_class_finetuning.check_args(
+        finetune_args(video_data, tmp_path / "odd", "--batch_size", "3", "--num_sample", "1", "--mixup", "0",
+                      "--cutmix", "0")
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ demo and scripts

@@ -13,9 +13,11 @@ Usage::
 - --labels: one class name per line, line i naming class i (otherwise classes are printed as numbers).
 
 Prediction averages the softmax over ``num_segments x num_crops`` views and prints the top-k
-classes with their probabilities. ``--features`` writes the pooled (cls) feature averaged over the
-views to a .npy file; with ``--window_seconds`` it also writes one feature per window of a long
-video to ``<name>.windows.npy`` (windows as in the LVU data sets).
+classes with their probabilities. A model with one output (``--regression`` runs, e.g. LVU like/view)
+is a regressor: its output is averaged over the views and printed as the predicted value.
+``--features`` writes the pooled (cls) feature averaged over the views to a .npy file; with
+``--window_seconds`` it also writes one feature per window of a long video to
+``<name>.windows.npy`` (windows as in the LVU data sets).
 """
 
 import os
@@ -49,7 +51,7 @@ SIZE_FLAGS = {"num_frames": "num_frames", "tubelet_size": "kernel_size", "input_
 
 def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
     """Class names, one per line (blank lines skipped); errors name the file."""
-    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if len(names) < num_classes:
         raise ValueError(f"{path}: {len(names)} class names for a model with {num_classes} classes")
     return names
@@ -108,13 +110,19 @@ def _views(args: argparse.Namespace, kwargs: dict[str, Any], window: tuple[float
 
 
 def predict(args: argparse.Namespace) -> tuple[list[tuple[int, float]], int]:
-    """(top-k (class, probability) averaged over views, number of classes); writes features if asked."""
+    """(top-k (class, probability) averaged over views, number of classes); writes features if asked.
+
+    A one-output model is a regressor (a softmax over one class is always 1): the result is then
+    ``[(0, output averaged over views)]`` with 1 class, as the multi-view test of ``--regression`` averages.
+    """
     model, kwargs = build_predictor(args)
     logits, features = _forward_views(model, _views(args, kwargs), args.device, args.batch_size)
-    probs = logits.softmax(dim=-1).mean(0)
-    top = probs.topk(min(args.topk, probs.numel()))
     if args.features:
         extract_features(args, model, kwargs, features.mean(0))
+    if logits.shape[-1] == 1:
+        return [(0, float(logits.mean()))], 1
+    probs = logits.softmax(dim=-1).mean(0)
+    top = probs.topk(min(args.topk, probs.numel()))
     return [(int(c), float(p)) for c, p in zip(top.indices, top.values, strict=True)], probs.numel()
 
 
@@ -176,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     except VideoDecodeError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
+    if num_classes == 1:  # a regressor: print its value, not a "class 0 at 100 %"
+        value, views = top[0][1], args.num_segments * args.num_crops
+        print(json.dumps({"prediction": value}) if args.json else f"{args.video}: {value:.4f} (mean of {views} views)")
+        return 0
     names = read_labels(args.labels, num_classes) if args.labels else None
     if args.json:
         print(json.dumps([{"class": c, "name": names[c] if names else None, "probability": p} for c, p in top]))

@@ -305,6 +305,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--regression predicts one value: pass --nb_classes 1 (got {args.nb_classes})")
     if args.regression and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax):
         raise ValueError("--regression cannot mix targets: pass --mixup 0 --cutmix 0")
+    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    if mixing and not args.eval and (args.batch_size * args.num_sample) % 2:
+        # Mixup pairs each clip with the batch flipped; caught here instead of at the first training step.
+        raise ValueError(
+            f"mixup/cutmix need an even number of clips per batch, got --batch_size {args.batch_size} x "
+            f"--num_sample {args.num_sample}: use an even --batch_size, or --mixup 0 --cutmix 0"
+        )
     if args.update_freq < 1:
         raise ValueError(f"--update_freq must be at least 1, got {args.update_freq}")
     if args.data_path and not os.path.isdir(args.data_path):

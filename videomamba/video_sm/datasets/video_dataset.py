@@ -110,7 +110,9 @@ def read_video_list(
         raise FileNotFoundError(f"list file not found: {list_file}")
     max_columns = 2 if list_format == "video" else 3
     records = []
-    with open(list_file, encoding="utf-8") as handle:
+    # utf-8-sig: lists saved by spreadsheet or Windows editors start with a byte-order mark, which would
+    # otherwise become part of the first path.
+    with open(list_file, encoding="utf-8-sig") as handle:
         for line_number, raw in enumerate(handle, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
