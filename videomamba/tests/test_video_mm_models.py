@@ -9,7 +9,7 @@ from videomamba.core.checkpoint import CheckpointError, load_pretrained
 from videomamba.video_mm.config import load_config
 from videomamba.video_mm.data.text import load_tokenizer
 from videomamba.video_mm.evaluation import encode_clip
-from videomamba.video_mm.models.loading import load_video_mm_checkpoint
+from videomamba.video_mm.models.loading import check_fits_for_evaluation, load_video_mm_checkpoint
 from videomamba.video_mm.models.umt import UMTQAVideoMamba, build_model
 from videomamba.video_mm.models.vision import VideoTextVisionEncoder
 from videomamba.video_mm.synthetic import tiny_overrides, write_tiny_bert
@@ -153,6 +153,18 @@ def test_strict_loading_reports_missing_keys(tiny):
     del state["itm_head.weight"]
     with pytest.raises(CheckpointError, match="itm_head.weight"):
         load_video_mm_checkpoint(model, state, strict=True)
+
+
+def test_evaluation_refuses_a_checkpoint_that_does_not_fit(tiny):
+    model = _model(tiny, is_pretrain=False)
+    state = _released_state(model, released_keys(False))
+    fits = load_video_mm_checkpoint(model, dict(state), verbose=False)
+    check_fits_for_evaluation(fits)  # a checkpoint of this very model
+    state["text_proj.weight"] = torch.randn(3, 3)
+    state["vision_encoder.clip_decoder.0.head.weight"] = torch.randn(3, 3)  # unused at evaluation
+    report = load_video_mm_checkpoint(model, state, verbose=False)
+    with pytest.raises(CheckpointError, match=r"1 tensors do not fit .*text_proj.weight"):
+        check_fits_for_evaluation(report)
 
 
 def test_teacher_is_not_optimized_or_saved(tiny):

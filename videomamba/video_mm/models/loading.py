@@ -30,7 +30,7 @@ from videomamba.core.checkpoint import (
     load_checkpoint_file,
 )
 
-__all__ = ["load_video_mm_checkpoint"]
+__all__ = ["check_fits_for_evaluation", "load_video_mm_checkpoint"]
 
 VISION = "vision_encoder."
 TEXT = "text_encoder."
@@ -148,3 +148,19 @@ def load_video_mm_checkpoint(
     if verbose:
         print(report.summary())
     return report
+
+
+def check_fits_for_evaluation(report: LoadReport) -> None:
+    """Refuse to evaluate a model the checkpoint does not fit.
+
+    Training may start from a partial fit (new heads, another text config); an evaluation of one
+    would print a full R@k table for mostly random weights. Only the masked stage's clip_decoder
+    (unused at evaluation) may differ.
+    """
+    wrong = [k for k in report.mismatched if "clip_decoder" not in k]
+    if wrong:
+        raise CheckpointError(
+            f"{report.source}: {len(wrong)} tensors do not fit the model (e.g. {'; '.join(wrong[:3])}), so an "
+            "evaluation would run on untrained weights: make the config match the checkpoint "
+            "(model.text_encoder.config, model.vision_encoder.*)"
+        )

@@ -52,7 +52,7 @@ from ..data.loader import MediaInterleavedLoader, build_loader
 from ..data.media import ClipTransform, MediaReader
 from ..data.text import load_tokenizer, tokenize
 from ..evaluation import EvalSettings, evaluate_retrieval
-from ..models.loading import load_video_mm_checkpoint
+from ..models.loading import check_fits_for_evaluation, load_video_mm_checkpoint
 from ..models.umt import UMTVideoMamba, build_model
 
 __all__ = [
@@ -282,7 +282,9 @@ def prepare_model(run: Run, is_pretrain: bool) -> UMTVideoMamba:
     config = run.config
     model = build_model(config, run.tokenizer, is_pretrain=is_pretrain)
     if config.get("pretrained_path"):
-        load_video_mm_checkpoint(model, config.pretrained_path)
+        report = load_video_mm_checkpoint(model, config.pretrained_path)
+        if run.evaluate:
+            check_fits_for_evaluation(report)
     elif config.model.vision_encoder.get("pretrained"):
         load_pretrained(model.vision_encoder, config.model.vision_encoder.pretrained, strict=False)
     print(f"model: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f}M trainable parameters")
