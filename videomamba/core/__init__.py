@@ -8,5 +8,9 @@
 - ``logs``: ``log.txt`` JSON lines and TensorBoard;
 - ``optim``: parameter groups (weight decay, layer decay), optimizer, losses, autocast and the gradient step;
 - ``schedules``: per-step cosine lr / weight-decay schedules;
-- ``submission``: submitting a runner to Slurm (or locally) with submitit, requeue and resume.
+- ``submission``: submitting a runner to Slurm (or locally) with submitit, requeue and resume;
+- video data shared by video_sm and video_mm: ``video_io`` (decord / PyAV / frame-folder readers and
+  frame sampling), ``video_transforms`` (clip crops, resizing, normalisation), ``video_rand_augment``
+  (RandAugment identical on every frame), ``masking`` (tube / random / attention masks),
+  ``clip_teacher`` (the frozen CLIP ViT teacher) and ``pretrain`` (the masked-pretraining student).
 """

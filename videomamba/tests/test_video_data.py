@@ -37,6 +37,8 @@ from videomamba.core.video_io import (
     sparse_segment_indices,
     tsn_segment_indices,
 )
+from videomamba.core.video_rand_augment import INCREASING_OPS, ORIGINAL_OPS, apply_op, op_argument
+from videomamba.core.video_transforms import crop_offsets, random_resized_crop_box
 from videomamba.video_sm.datasets import (
     RandomErasing,
     VideoEvalTransform,
@@ -53,8 +55,7 @@ from videomamba.video_sm.datasets import (
     read_video_list,
     repeated_sample_collate,
 )
-from videomamba.video_sm.datasets.rand_augment import INCREASING_OPS, ORIGINAL_OPS, apply_op, op_argument
-from videomamba.video_sm.datasets.transforms import crop_offsets, multi_scale_crop_box, random_resized_crop_box
+from videomamba.video_sm.datasets.transforms import multi_scale_crop_box
 
 # The synthetic videos are encoded with PyAV; decord-specific checks skip where decord is missing.
 av = pytest.importorskip("av")

@@ -6,7 +6,7 @@ PyAV fallback, frame folders, gifs) and its ``rand`` / ``middle`` / ``fps{x}`` s
 
 Augmentation follows the original: training takes a random resized crop (scale 0.5-1, bicubic) and a
 horizontal flip, identical for every frame; evaluation resizes to a square. Optional RandAugment
-(``random_aug``) uses video_sm's clip-consistent implementation.
+(``random_aug``) uses the clip-consistent implementation of `videomamba.core.video_rand_augment`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from videomamba.core.video_io import VideoDecodeError, open_video, sample_indices
-from videomamba.video_sm.datasets.rand_augment import VideoRandAugment
-from videomamba.video_sm.datasets.transforms import (
+from videomamba.core.video_rand_augment import VideoRandAugment
+from videomamba.core.video_transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     frames_to_tensor,
