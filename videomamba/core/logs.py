@@ -104,11 +104,11 @@ class RunLog:
         log.txt equal to range(epochs) across any number of kills."""
         if not self.enabled or not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if not line.strip() or json.loads(line).get("epoch", -1) < epoch]
-        if len(kept) != len(lines):
+        records = read_log(self.path)
+        kept = [record for record in records if record.get("epoch", -1) < epoch]
+        if len(kept) != len(records):
             tmp = self.path.with_suffix(".txt.tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
+            tmp.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
             os.replace(tmp, self.path)
 
     def log_step(self, step: int, **scalars: float) -> None:
