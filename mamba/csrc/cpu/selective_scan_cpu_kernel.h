@@ -125,26 +125,21 @@ SS_INLINE vf level1(vf a, vf b) {
   r.p[1] = b.p[0] + b.p[1];
   return r;
 }
-SS_INLINE vf level2(vf a, vf b) {
-  const vni lo{0, 1, 2, 3, 8, 9, 10, 11}, hi{4, 5, 6, 7, 12, 13, 14, 15};
+// Levels 2-4 differ only in their shuffle masks.
+SS_INLINE vf halves_level(vf a, vf b, vni lo, vni hi) {
   vf r;
   r.p[0] = half_sum(a.p[0], a.p[1], lo, hi);
   r.p[1] = half_sum(b.p[0], b.p[1], lo, hi);
   return r;
+}
+SS_INLINE vf level2(vf a, vf b) {
+  return halves_level(a, b, vni{0, 1, 2, 3, 8, 9, 10, 11}, vni{4, 5, 6, 7, 12, 13, 14, 15});
 }
 SS_INLINE vf level3(vf a, vf b) {
-  const vni lo{0, 1, 4, 5, 8, 9, 12, 13}, hi{2, 3, 6, 7, 10, 11, 14, 15};
-  vf r;
-  r.p[0] = half_sum(a.p[0], a.p[1], lo, hi);
-  r.p[1] = half_sum(b.p[0], b.p[1], lo, hi);
-  return r;
+  return halves_level(a, b, vni{0, 1, 4, 5, 8, 9, 12, 13}, vni{2, 3, 6, 7, 10, 11, 14, 15});
 }
 SS_INLINE vf level4(vf a, vf b) {
-  const vni lo{0, 2, 4, 6, 8, 10, 12, 14}, hi{1, 3, 5, 7, 9, 11, 13, 15};
-  vf r;
-  r.p[0] = half_sum(a.p[0], a.p[1], lo, hi);
-  r.p[1] = half_sum(b.p[0], b.p[1], lo, hi);
-  return r;
+  return halves_level(a, b, vni{0, 2, 4, 6, 8, 10, 12, 14}, vni{1, 3, 5, 7, 9, 11, 13, 15});
 }
 #elif SS_WIDTH == 4
 // Quarters 0, 1 of the output come from a, quarters 2, 3 from b.
@@ -167,8 +162,8 @@ SS_INLINE vf level2(vf a, vf b) {
   r.p[3] = b.p[2] + b.p[3];
   return r;
 }
-SS_INLINE vf level3(vf a, vf b) {
-  const vni lo{0, 1, 4, 5}, hi{2, 3, 6, 7};
+// Levels 3 and 4 differ only in their shuffle masks.
+SS_INLINE vf quarters_level(vf a, vf b, vni lo, vni hi) {
   vf r;
   r.p[0] = quarter_sum(a.p[0], a.p[1], lo, hi);
   r.p[1] = quarter_sum(a.p[2], a.p[3], lo, hi);
@@ -176,15 +171,8 @@ SS_INLINE vf level3(vf a, vf b) {
   r.p[3] = quarter_sum(b.p[2], b.p[3], lo, hi);
   return r;
 }
-SS_INLINE vf level4(vf a, vf b) {
-  const vni lo{0, 2, 4, 6}, hi{1, 3, 5, 7};
-  vf r;
-  r.p[0] = quarter_sum(a.p[0], a.p[1], lo, hi);
-  r.p[1] = quarter_sum(a.p[2], a.p[3], lo, hi);
-  r.p[2] = quarter_sum(b.p[0], b.p[1], lo, hi);
-  r.p[3] = quarter_sum(b.p[2], b.p[3], lo, hi);
-  return r;
-}
+SS_INLINE vf level3(vf a, vf b) { return quarters_level(a, b, vni{0, 1, 4, 5}, vni{2, 3, 6, 7}); }
+SS_INLINE vf level4(vf a, vf b) { return quarters_level(a, b, vni{0, 2, 4, 6}, vni{1, 3, 5, 7}); }
 #else
 #error "SS_WIDTH must be 16, 8 or 4"
 #endif
