@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from causal_conv1d import causal_conv1d_fn, dispatcher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cuda_emu.kernel_backends import KernelBackend, cuda_backend, emulated_backend  # noqa: E402
+from cuda_emu.kernel_backends import backend_fixtures  # noqa: E402
 
 DISPATCHERS = [dispatcher]
 UPSTREAM = {torch.float32: (3e-4, 1e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (1e-2, 5e-2)}
@@ -35,32 +35,7 @@ RULE_ATOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 
 
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("emulated", marks=pytest.mark.slow)],
-)
-def kernel(request) -> KernelBackend:
-    backend = cuda_backend(DISPATCHERS) if request.param == "cuda" else emulated_backend(DISPATCHERS)
-    if isinstance(backend, str):
-        pytest.skip(backend)
-    return backend
-
-
-@pytest.fixture(scope="module")
-def gpu() -> KernelBackend:
-    backend = cuda_backend(DISPATCHERS)
-    if isinstance(backend, str):
-        pytest.skip(backend)
-    return backend
-
-
-@pytest.fixture(autouse=True)
-def _exact_float32():
-    """No TF32 in the float32 references (cuDNN convolutions allow it by default)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+kernel, gpu, _exact_float32 = backend_fixtures(DISPATCHERS)
 
 
 def _inputs(batch, dim, seqlen, width, dtype, device, has_bias=True, weight_dtype=torch.float32, seed=0):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 
 from . import emu_build
@@ -96,3 +97,36 @@ def emulated_backend(dispatchers) -> KernelBackend | str:
     return KernelBackend(
         "emulated", torch.device("cpu"), lambda: _route(routed, "cpu"), {d.package: m for d, m in routed}
     )
+
+
+def backend_fixtures(dispatchers) -> tuple:
+    """The fixtures of a CUDA-kernel test module, routing `dispatchers`: ``kernel`` (the GPU, marked
+    `gpu`, and the CPU emulator, marked `slow`), ``gpu`` (the GPU only) and an autouse one that turns
+    TF32 off so float32 references are exact. Assign them to module names to use them."""
+
+    @pytest.fixture(
+        scope="module",
+        params=[pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("emulated", marks=pytest.mark.slow)],
+    )
+    def kernel(request) -> KernelBackend:
+        backend = cuda_backend(dispatchers) if request.param == "cuda" else emulated_backend(dispatchers)
+        if isinstance(backend, str):
+            pytest.skip(backend)
+        return backend
+
+    @pytest.fixture(scope="module")
+    def gpu() -> KernelBackend:
+        backend = cuda_backend(dispatchers)
+        if isinstance(backend, str):
+            pytest.skip(backend)
+        return backend
+
+    @pytest.fixture(autouse=True)
+    def _exact_float32():
+        """No TF32 in the float32 references (cuDNN convolutions allow it by default)."""
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+    return kernel, gpu, _exact_float32

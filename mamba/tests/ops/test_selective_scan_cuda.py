@@ -34,37 +34,12 @@ from causal_conv1d import dispatcher as conv_dispatcher
 from mamba_ssm.ops.selective_scan_interface import dispatcher, selective_scan_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "causal-conv1d" / "tests"))
-from cuda_emu.kernel_backends import KernelBackend, cuda_backend, emulated_backend  # noqa: E402
+from cuda_emu.kernel_backends import backend_fixtures  # noqa: E402
 
 DISPATCHERS = [dispatcher, conv_dispatcher]
 
 
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("emulated", marks=pytest.mark.slow)],
-)
-def kernel(request) -> KernelBackend:
-    backend = cuda_backend(DISPATCHERS) if request.param == "cuda" else emulated_backend(DISPATCHERS)
-    if isinstance(backend, str):
-        pytest.skip(backend)
-    return backend
-
-
-@pytest.fixture(scope="module")
-def gpu() -> KernelBackend:
-    backend = cuda_backend(DISPATCHERS)
-    if isinstance(backend, str):
-        pytest.skip(backend)
-    return backend
-
-
-@pytest.fixture(autouse=True)
-def _exact_float32():
-    """No TF32 in the float32 references (cuDNN convolutions allow it by default)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+kernel, gpu, _exact_float32 = backend_fixtures(DISPATCHERS)
 
 
 # Upstream (rtol, atol) for the output, per input dtype; gradient multipliers below.
