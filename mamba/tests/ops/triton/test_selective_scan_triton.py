@@ -20,7 +20,7 @@ Tolerances, as max abs error relative to `scale` = the largest reference value o
 The interpreter runs `tl.associative_scan` and `tl.reduce` with a custom combine function one
 element at a time in Python, which makes these tests minutes long; `_fast_interpreter` replaces those
 two interpreter routines with equivalents that apply the same combine function, in the same order,
-to whole slices along the scanned axis (checked against the stock routines below).
+to whole slices along the scanned axis (`mamba_ssm.testing`; checked against the stock routines below).
 """
 
 import json
@@ -28,7 +28,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from einops import rearrange
@@ -40,6 +39,7 @@ from mamba_ssm.ops import ref_kernels
 from mamba_ssm.ops import selective_scan_interface as ssi
 from mamba_ssm.ops.selective_scan_interface import selective_scan_fn, selective_scan_ref
 from mamba_ssm.ops.triton import selective_scan as tk
+from mamba_ssm.testing import fast_triton_interpreter, interpreter_ops
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -55,68 +55,13 @@ F32_TOL = 5e-4 if HAS_CUDA else 1e-4
 # ------------------------------------------------------------------------------------------------
 
 
-def _as_tuple(r):
-    return r if isinstance(r, tuple) else (r,)
-
-
-def _sliced_scan(self, input):
-    data = [np.moveaxis(arg.handle.data, self.axis, 0) for arg in input]
-    outs = [np.empty_like(d) for d in data]
-    acc = None
-    for i in range(data[0].shape[0]):
-        cur = tuple(self.to_tensor(d[i], arg.dtype) for d, arg in zip(data, input, strict=True))
-        acc = cur if acc is None else _as_tuple(self.combine_fn.fn(*acc, *cur))
-        for o, a in zip(outs, acc, strict=True):
-            o[i] = np.reshape(a.handle.data, o[i].shape)
-    return [self.to_tensor(np.moveaxis(o, 0, self.axis), arg.dtype) for o, arg in zip(outs, input, strict=True)]
-
-
-def _sliced_reduce(self, input):
-    original_axis = self.axis
-    input, axis = self.unravel(input, self.axis)
-    data = [np.moveaxis(arg.handle.data, axis, 0) for arg in input]
-    acc = None
-    for i in range(data[0].shape[0]):
-        cur = tuple(self.to_tensor(d[i], arg.dtype) for d, arg in zip(data, input, strict=True))
-        acc = cur if acc is None else _as_tuple(self.combine_fn.fn(*acc, *cur))
-    ret = []
-    for a, d, arg in zip(acc, data, input, strict=True):
-        out = np.reshape(a.handle.data, d.shape[1:]).astype(d.dtype)
-        if self.keep_dims:
-            out = np.expand_dims(out, axis) if original_axis is not None else out.reshape((1,) * d.ndim)
-        elif original_axis is None:
-            out = out.item()
-        ret.append(self.to_tensor(out, arg.dtype))
-    return ret
-
-
-def _interpreter_ops():
-    try:
-        from triton.runtime import interpreter
-    except ImportError:
-        return None
-    ops = (getattr(interpreter, "ScanOps", None), getattr(interpreter, "ReduceOps", None))
-    if not all(ops) or not hasattr(ops[0], "generic_scan") or not hasattr(ops[1], "generic_reduce"):
-        return None
-    return ops
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _fast_interpreter():
-    ops = _interpreter_ops() if triton_interpreted() else None
-    if ops is None:
+    with fast_triton_interpreter(triton_interpreted()):
         yield
-        return
-    scan_ops, reduce_ops = ops
-    saved = scan_ops.generic_scan, reduce_ops.generic_reduce
-    scan_ops.generic_scan, reduce_ops.generic_reduce = _sliced_scan, _sliced_reduce
-    try:
-        yield
-    finally:
-        scan_ops.generic_scan, reduce_ops.generic_reduce = saved
 
 
-_STOCK_OPS = _interpreter_ops()
+_STOCK_OPS = interpreter_ops()
 _STOCK = None if _STOCK_OPS is None else (_STOCK_OPS[0].generic_scan, _STOCK_OPS[1].generic_reduce)
 
 if tk.triton is not None:
