@@ -265,12 +265,17 @@ class VisionMamba(nn.Module):
         """Final-normed tokens (B, 1 + T'N, D); token 0 is cls."""
         return self.forward_blocks(self.embed_tokens(x))[0]
 
-    def forward_blocks(self, tokens: Tensor, return_layers: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
+    def forward_blocks(
+        self, tokens: Tensor, return_layers: Sequence[int] = (), last_feature_as_released: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
         """Run the blocks and the final norm on (B, L, D) tokens.
 
         Also returns, for each block index r in ``return_layers`` (ascending), the final norm of the
         residual stream after block r's mixer output was added; for the last block that is the
         output itself. Masked pretraining aligns these features with a teacher.
+
+        ``last_feature_as_released``: the last block's feature is instead the one the original
+        release aligned: the un-normed residual stream *before* the last mixer's output is added.
         """
         features = []
         hidden, residual = tokens, None
@@ -283,7 +288,7 @@ class VisionMamba(nn.Module):
             return self.norm_f(hidden), features
         out = self.final_norm(self.drop_path(hidden), residual)
         if len(self.layers) - 1 in return_layers:
-            features.append(out)
+            features.append(residual if last_feature_as_released else out)
         return out, features
 
     def final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:

@@ -10,7 +10,9 @@ from the last): the feature of block r is the final norm applied to the residual
 block r's mixer output has been added. For the last block that is exactly the model's output.
 The original collected the un-normed stream *before* the last mixer for the last layer, so the
 last mixer got no gradient from the alignment loss; that is fixed here (and so needs no
-``find_unused_parameters``).
+``find_unused_parameters``). ``clip_student_features_as_released=True`` restores the original's
+last-layer feature, to reproduce the released masked-pretraining recipes (with one aligned layer,
+their only target); the last mixer and the final norm then get no gradient from the alignment.
 
 Keys: the backbone's (without ``head``), plus ``clip_decoder.{k}.head.*`` and
 ``clip_decoder.{k}.norm.*``. The original called the final norm ``norm``; the shared checkpoint
@@ -69,6 +71,8 @@ class PretrainVideoMamba(VisionMamba):
         clip_norm_type: "l2" normalises the decoder outputs (video_sm); "none" leaves them (video_mm).
         clip_return_layer: number of aligned layers K (0 disables the decoders).
         clip_student_return_interval: spacing of the aligned layers, counted back from the last.
+        clip_student_features_as_released: align, for the last layer, the original release's feature
+            (the un-normed residual stream before the last mixer) instead of the model's output.
         **kwargs: the backbone's arguments (video layout: num_frames, kernel_size, ...).
     """
 
@@ -78,6 +82,7 @@ class PretrainVideoMamba(VisionMamba):
         clip_norm_type: str = "l2",
         clip_return_layer: int = 1,
         clip_student_return_interval: int = 1,
+        clip_student_features_as_released: bool = False,
         **kwargs: Any,
     ):
         if clip_norm_type not in ("l2", "none"):
@@ -85,6 +90,7 @@ class PretrainVideoMamba(VisionMamba):
         kwargs.setdefault("drop_path_rate", 0.0)
         super().__init__(**{**kwargs, "num_classes": 0})
         depth = len(self.layers)
+        self.clip_student_features_as_released = clip_student_features_as_released
         self.return_index = sorted(depth - 1 - i * clip_student_return_interval for i in range(clip_return_layer))
         if self.return_index and self.return_index[0] < 0:
             raise ValueError(f"{clip_return_layer} layers every {clip_student_return_interval} exceed depth {depth}")
@@ -128,7 +134,7 @@ class PretrainVideoMamba(VisionMamba):
             tokens = tokens[keep].reshape(batch, -1, dim)
             position = position[keep].reshape(batch, -1, dim)
 
-        out, features = self.forward_blocks(tokens, self.return_index)
+        out, features = self.forward_blocks(tokens, self.return_index, self.clip_student_features_as_released)
         if not features:
             return PretrainOutput(out, None)
         clip_features = torch.stack(

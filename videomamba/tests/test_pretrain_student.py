@@ -1,10 +1,18 @@
 """The masked-pretraining student shared by video_sm and video_mm."""
 
+import argparse
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from videomamba.core.checkpoint import load_pretrained
 from videomamba.core.pretrain import PretrainVideoMamba, sinusoid_table
+from videomamba.video_mm.config import load_config
+from videomamba.video_mm.models.umt import build_vision_encoder
+from videomamba.video_mm.synthetic import tiny_overrides
+from videomamba.video_sm import run_videomamba_pretraining
 
 TINY = dict(img_size=32, patch_size=16, depth=3, embed_dim=32, num_frames=4, kernel_size=1, clip_output_dim=24)
 
@@ -84,3 +92,32 @@ def test_registered_sizes_build():
 
     model = timm.create_model("videomamba_middle_pretrain", num_frames=8, img_size=32, depth=2)
     assert model.embed_dim == 576 and len(model.clip_decoder) == 1
+
+
+def test_released_last_feature_is_the_unnormed_stream_before_the_last_mixer():
+    model = _student(clip_return_layer=1, clip_norm_type="none", clip_student_features_as_released=True)
+    video = torch.randn(2, 3, 4, 32, 32)
+    hidden, residual = model.embed_tokens(video), None
+    for layer in model.layers:
+        hidden, residual = layer(hidden, residual)  # residual: the stream before this layer's mixer output
+    out = model(video)
+    position = sinusoid_table(out.tokens.shape[1], 32)
+    torch.testing.assert_close(out.clip_features[0], model.clip_decoder[0](residual + position))
+    # The last mixer gets no gradient from this feature (so DDP needs find_unused_parameters).
+    out.clip_features[0].sum().backward()
+    assert model.layers[-1].mixer.out_proj.weight.grad is None
+    assert model.layers[-2].mixer.out_proj.weight.grad.abs().sum() > 0
+
+
+def test_one_switch_name_in_video_sm_and_video_mm(tmp_path):
+    parser = argparse.ArgumentParser(parents=[run_videomamba_pretraining.get_args_parser()])
+    flags = ["--model", "videomamba_tiny_pretrain", "--model_kwargs", json.dumps({"depth": 2, "embed_dim": 32})]
+    flags += ["--num_frames", "4", "--input_size", "32", "--clip_output_dim", "16"]
+    for extra, expected in (([], False), (["--clip_student_features_as_released"], True)):
+        student, _ = run_videomamba_pretraining.build_student(parser.parse_args(flags + extra))
+        assert student.clip_student_features_as_released is expected
+    config = Path(__file__).resolve().parents[1] / "video_mm/exp_pt/videomamba_middle_5m/config.py"
+    for value in (False, True):
+        overrides = tiny_overrides(tmp_path) + ["model.vision_encoder.clip_student_features_as_released", str(value)]
+        encoder = build_vision_encoder(load_config(config, overrides).model.vision_encoder)
+        assert encoder.clip_student_features_as_released is value

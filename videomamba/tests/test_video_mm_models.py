@@ -267,7 +267,7 @@ def test_longer_test_clips_are_encoded_as_views_and_ensembled(tiny):
     with torch.no_grad():
         tokens, pooled = encode_clip(model, clip, "concat")
         first = model.encode_vision(clip[:, :, :4])
-        assert tokens.shape == (2, 2 * (1 + 4 * 16), 32) and pooled.shape == (2, 8, 32)
+        assert tokens.shape == (2, 2 * 4 * 16, 32) and pooled.shape == (2, 8, 32)  # patch tokens: no cls
         torch.testing.assert_close(pooled[:, :4], first.pooled)
         mean = encode_clip(model, clip, "mean")[1]
         torch.testing.assert_close(mean, (first.pooled + model.encode_vision(clip[:, :, 4:]).pooled) / 2)

@@ -1,8 +1,8 @@
 """Evaluation of video-text models: retrieval (dual encoder + ITM re-ranking), multiple choice, QA accuracy.
 
 Retrieval, as in the original:
-1. every text is encoded by the text layers, every video by the vision encoder (all tokens kept for
-   re-ranking, in half precision and optionally on the CPU: ``eval_offload``);
+1. every text is encoded by the text layers, every video by the vision encoder (its patch tokens,
+   without cls, kept for re-ranking, in half precision and optionally on the CPU: ``eval_offload``);
 2. the dual-encoder similarity (mean over frames of per-frame cosine similarities) ranks all pairs;
 3. for every query the top ``k_test`` candidates are re-scored by the fusion layers and the ITM head
    (the "match" logit); the others get -100. Queries are sharded across ranks, then summed.
@@ -78,16 +78,16 @@ class EvalSettings:
 
 
 def encode_clip(model: UMTVideoMamba, media: Tensor, ensemble: str = "concat") -> tuple[Tensor, Tensor]:
-    """(tokens, pooled) of clips; a clip longer than the model's frames is cut into views whose tokens are
-    concatenated and whose pooled features are concatenated over time, averaged or max-pooled."""
+    """(patch tokens, pooled) of clips; a clip longer than the model's frames is cut into views whose patch
+    tokens are concatenated and whose pooled features are concatenated over time, averaged or max-pooled."""
     frames, model_frames = media.shape[2], model.vision_encoder.num_frames
     if frames == 1 or model_frames is None or frames == model_frames:
         out = model.encode_vision(media)
-        return out.tokens, out.pooled
+        return out.patch_tokens, out.pooled
     if frames % model_frames:
         raise ValueError(f"num_frames_test {frames} must equal num_frames {model_frames} or be a multiple of it")
     views = [model.encode_vision(view) for view in media.split(model_frames, dim=2)]
-    tokens = torch.cat([view.tokens for view in views], dim=1)
+    tokens = torch.cat([view.patch_tokens for view in views], dim=1)
     pooled = torch.stack([view.pooled for view in views])
     if ensemble == "concat":
         return tokens, torch.cat(list(pooled), dim=1)
@@ -118,7 +118,7 @@ def encode_texts(
 
 @torch.no_grad()
 def encode_media(model: UMTVideoMamba, loader: DataLoader, settings: EvalSettings) -> tuple[Tensor, Tensor]:
-    """(joint-space embeddings (M, T', C) float32, all tokens (M, L, D)) in dataset order."""
+    """(joint-space embeddings (M, T', C) float32, patch tokens (M, L, D)) in dataset order."""
     embeds, tokens_all = [], []
     storage_device, storage_dtype = settings.storage
     logger = MetricLogger()

@@ -131,6 +131,11 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="(new) with --clip_return_cls, skip the teacher's ln_post as the original did",
     )
+    clip.add_argument(
+        "--clip_student_features_as_released",
+        action="store_true",
+        help="(new) align the original's last-layer student feature: the un-normed stream before the last mixer",
+    )
 
     opt = parser.add_argument_group("optimizer and schedule (per step)")
     opt.add_argument("--opt", default="adamw")
@@ -217,6 +222,7 @@ def build_student(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, 
         clip_norm_type=args.clip_norm_type,
         clip_return_layer=args.clip_return_layer,
         clip_student_return_interval=args.clip_student_return_interval,
+        clip_student_features_as_released=args.clip_student_features_as_released,
     )
     kwargs.update(args.model_kwargs)
     print(f"Creating student: {args.model} {kwargs}")
@@ -265,7 +271,8 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         load_pretrained(student, args.finetune, strict=False)
     student.to(device)
     teacher.to(device)
-    model = wrap_ddp(student, device)
+    # The original's last feature skips the last mixer, whose parameters then get no gradient.
+    model = wrap_ddp(student, device, find_unused_parameters=student.clip_student_features_as_released)
 
     dataset = build_pretraining_dataset(args)
     world, rank = dist_info.world_size, dist_info.rank

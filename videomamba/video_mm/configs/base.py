@@ -64,6 +64,8 @@ model = dict(
         clip_output_dim=512,
         clip_return_layer=1,
         clip_student_return_interval=1,
+        # True: the last aligned feature is the original's (un-normed, before the last mixer), as released
+        clip_student_features_as_released=False,
         pretrained="",  # masked video pretraining weights for the vision encoder (without pretrained_path)
         # CLIP teacher and token masks (masked stage only)
         clip_teacher="none",

@@ -11,6 +11,8 @@ One training step (`UMTVideoMamba.forward`) on a batch of one media type:
 1. UTA: the teacher encodes the clip; a mask (attention-guided, tube or random) hides most tokens
    from the student; the student's aligned features at the visible positions regress the teacher's.
 2. VTC over the batch of all ranks; 3. VTM with hard negatives; 4. MLM conditioned on the video.
+VTC compares the pooled features; VTM, MLM and QA cross-attend to the vision encoder's patch tokens
+(without cls, as the released models).
 Each loss is multiplied by its ``criterion.loss_weight`` and skipped when that weight is 0.
 No device is hard-coded: everything follows the input tensors.
 """
@@ -57,6 +59,7 @@ VISION_ARGS = (
     "clip_output_dim",
     "clip_return_layer",
     "clip_student_return_interval",
+    "clip_student_features_as_released",
     "pool_type",
     "add_pool_norm",
 )
@@ -245,10 +248,10 @@ class UMTVideoMamba(nn.Module):
             losses["loss_vtc"] = weights["vtc"] * vtc_loss(vision_embed, text_embed, positive_ids, self.temp)
         if weights["vtm"] > 0:
             losses["loss_vtm"] = weights["vtm"] * self.vtm_loss(
-                vision.tokens, text_hidden, text_mask, vision_embed, text_embed, positive_ids
+                vision.patch_tokens, text_hidden, text_mask, vision_embed, text_embed, positive_ids
             )
         if weights["mlm"] > 0:
-            losses["loss_mlm"] = weights["mlm"] * self.mlm_loss(text_ids, text_mask, vision.tokens)
+            losses["loss_mlm"] = weights["mlm"] * self.mlm_loss(text_ids, text_mask, vision.patch_tokens)
         return losses
 
     def vtm_loss(
@@ -309,7 +312,7 @@ class UMTQAVideoMamba(UMTVideoMamba):
         vision = self.encode_vision(media)
         hidden = self.encode_text(question_ids, question_mask)
         return self.text_bert(
-            attention_mask=question_mask, mode="fusion", hidden_states=hidden, encoder_hidden_states=vision.tokens
+            attention_mask=question_mask, mode="fusion", hidden_states=hidden, encoder_hidden_states=vision.patch_tokens
         )
 
     def decoder_logits(self, states: Tensor, question_mask: Tensor, ids: Tensor, mask: Tensor | None = None) -> Tensor:

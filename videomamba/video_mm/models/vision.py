@@ -8,6 +8,10 @@ Pooling (``pool_type``): ``cls`` (the cls token), ``avg`` (the mean of the patch
 ``cls+avg`` (their sum), followed by ``pool_norm``. With ``keep_temporal`` the patch mean is taken per
 frame (per tubelet), giving one pooled vector per frame (B, T', D); otherwise one (B, 1, D).
 
+The text encoder's cross-attention (VTM/ITM, MLM, QA, ITM re-ranking) reads ``patch_tokens``: the
+final-normed patch tokens without cls, exactly what the released models were trained with. The cls
+token enters the pooled feature only.
+
 Per-frame pooling is the same in masked training and in evaluation: every visible patch token
 knows its frame, and each frame averages its own visible tokens. With attention or tube masks each
 frame keeps the same number of tokens, so this is the plain per-frame mean over fewer tokens; with a
@@ -33,7 +37,7 @@ POOL_TYPES = ("cls", "avg", "cls+avg")
 
 
 class VisionOutput(NamedTuple):
-    tokens: Tensor  # (B, 1 + N_visible, D) final-normed tokens, cls first
+    patch_tokens: Tensor  # (B, N_visible, D) final-normed patch tokens without cls: the cross-attention input
     pooled: Tensor  # (B, T' or 1, D) after pool_norm
     clip_features: Tensor | None  # (K, B, 1 + N_visible, clip_output_dim), for alignment with the teacher
 
@@ -64,7 +68,7 @@ class VideoTextVisionEncoder(PretrainVideoMamba):
         """x: (B, C, T, H, W) video or (B, C, [1,] H, W) image; mask: (B, 1 + T'N) bool, True = hidden."""
         out = super().forward(x, mask)
         pooled = self.pool(out.tokens, mask, self.token_frames(x) if keep_temporal else 1)
-        return VisionOutput(out.tokens, pooled, out.clip_features)
+        return VisionOutput(out.tokens[:, 1:], pooled, out.clip_features)
 
     def pool(self, tokens: Tensor, mask: Tensor | None, num_frames: int) -> Tensor:
         """(B, num_frames, D) pooled features of the visible tokens, each frame averaging its own tokens."""
