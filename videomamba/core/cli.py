@@ -24,6 +24,7 @@ __all__ = [
     "UserError",
     "create_model",
     "progress",
+    "registered_model",
     "run_cli",
     "unknown_model_error",
 ]
@@ -44,7 +45,7 @@ def _debug_requested(argv: list[str]) -> bool:
     return os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no") or "--debug" in argv
 
 
-def run_cli(entry: Callable[[], int | None], argv: list[str] | None = None) -> int:
+def run_cli(entry: Callable[[], Any], argv: list[str] | None = None) -> int:
     """Run ``entry()``; a :class:`UserError` becomes ``error: ...`` on stderr and exit code 2.
 
     ``--debug`` is taken out of ``sys.argv`` (so the entry point's parser never sees it) and
@@ -62,7 +63,8 @@ def run_cli(entry: Callable[[], int | None], argv: list[str] | None = None) -> i
         sys.stderr.write(f"error: {str(err).strip()}\n")
         sys.stderr.flush()
         return 2
-    return int(code or 0)
+    # Entry points return an exit code, or a result (video_mm's metrics, the demo's folder) meaning success.
+    return code if isinstance(code, int) else 0
 
 
 # ------------------------------------------------------------------------------- models
@@ -75,11 +77,25 @@ def unknown_model_error(name: str, flag: str = "--model") -> UserError:
     registered = timm.list_models()
     close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    videomamba_names = [m for m in registered if m.startswith("videomamba_")]
+    videomamba_names = ", ".join(m for m in registered if m.startswith("videomamba_"))
+    subject = f"{flag} {name}" if flag else name
     return UserError(
-        f"{flag} {name}: unknown model{hint} (VideoMamba models: {', '.join(videomamba_names)}; "
+        f"{subject}: unknown model{hint} (VideoMamba models: {videomamba_names}; "
         "any timm model name works where the task allows it)"
     )
+
+
+def registered_model(name: str) -> str:
+    """argparse ``type=`` for model flags: the name if timm knows it, else the closest registered names."""
+    import argparse
+
+    import timm
+
+    import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models)
+
+    if not timm.is_model(name):
+        raise argparse.ArgumentTypeError(str(unknown_model_error(name, "")).strip())
+    return name
 
 
 def create_model(name: str, flag: str = "--model", **kwargs: Any) -> Any:

@@ -70,4 +70,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -318,11 +318,11 @@ def test_every_experiment_script_passes_the_dry_check():
     "script,old,new,problem",
     [
         ("videomamba/image_sm/exp/videomamba_tiny/run224.sh", "--model videomamba_tiny", "--model videomamba_tinyy",
-         "not a registered model"),
+         "unknown model; did you mean videomamba_tiny"),
         ("videomamba/image_sm/exp/videomamba_small/run448.sh", "--model videomamba_small", "--model videomamba_tiny",
          "is a small checkpoint but the model is videomamba_tiny"),
         ("videomamba/video_sm/exp/k400/videomamba_tiny/run_f8x224.sh", "--model videomamba_tiny",
-         "--model videomamba_smal", "not a registered model"),
+         "--model videomamba_smal", "unknown model; did you mean videomamba_small"),
         ("videomamba/video_sm/exp/k400/videomamba_tiny/run_f8x224.sh", "--data_set Kinetics_sparse",
          "--data_set Kinetics_sprase", "invalid choice"),
         ("videomamba/video_mm/exp_zs/msrvtt/run.sh", '"$@"', 'model.vision_encoder.name videomamba_midle "$@"',

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
+from videomamba.core.cli import create_model, registered_model
 from videomamba.core.video_io import VideoDecodeError, open_video
 from videomamba.video_sm.datasets import load_test_views, long_video_windows
 
@@ -79,7 +79,7 @@ def build_predictor(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str
             raise ValueError(f"{args.checkpoint} has no classifier (head.weight); it cannot predict classes")
         kwargs["num_classes"] = head.shape[0]
     kwargs.update(args.model_kwargs)
-    model = timm.create_model(name, pretrained=False, **kwargs)
+    model = create_model(name, pretrained=False, **kwargs)
     load_pretrained(model, checkpoint, key="model" if "model" in checkpoint else None, verbose=False)
     return model.to(args.device).eval(), kwargs
 
@@ -145,8 +145,8 @@ def extract_features(
         window_path = out.with_name(out.stem + ".windows.npy")
         np.save(window_path, torch.stack(per_window).numpy())
         written.append(window_path)
-        print(f"{len(windows)} windows of {args.window_seconds:g} s -> {window_path}")
-    print(f"features ({pooled.numel()},) -> {out}")
+        print(f"{len(windows)} windows of {args.window_seconds:g} s -> {window_path}", file=sys.stderr)
+    print(f"features ({pooled.numel()},) -> {out}", file=sys.stderr)  # stdout stays the result (--json)
     return written
 
 
@@ -154,7 +154,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Predict the class of one video (or extract its features)")
     parser.add_argument("video", help="video file, frame folder or gif")
     parser.add_argument("--checkpoint", required=True, help="training checkpoint or released weights")
-    parser.add_argument("--model", default=None, help="registered model (default: the one in the checkpoint)")
+    parser.add_argument(
+        "--model", default=None, type=registered_model, help="registered model (default: the one in the checkpoint)"
+    )
     parser.add_argument("--model_kwargs", default="{}", type=json.loads, help="extra model arguments as JSON")
     parser.add_argument("--labels", default=None, help="class names, one per line")
     parser.add_argument("--topk", default=5, type=int)
@@ -199,4 +201,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
+from videomamba.core.cli import registered_model
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
 from videomamba.core.logs import RunLog
 from videomamba.core.optim import (
@@ -86,7 +87,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--print_freq", default=10, type=int, help="(new) progress line every N steps")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="videomamba_tiny", help="registered model name")
+    model.add_argument("--model", default="videomamba_tiny", type=registered_model, help="registered model name")
     model.add_argument(
         "--tubelet_size", default=1, type=int, help="frames per patch (kernel_size); 1 in every released model"
     )
@@ -541,4 +542,6 @@ def cli(argv: list[str] | None = None, regression: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(cli))

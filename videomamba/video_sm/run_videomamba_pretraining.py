@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 import videomamba.core.pretrain  # noqa: F401  (registers the *_pretrain students in timm)
 from videomamba.core.checkpoint import load_pretrained
 from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
+from videomamba.core.cli import registered_model
 from videomamba.core.clip_teacher import CLIP_CONFIGS, build_clip_teacher, return_layers_from_interval
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
 from videomamba.core.logs import RunLog
@@ -94,7 +95,9 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--print_freq", default=10, type=int, help="(new) progress line every N steps")
 
     model = parser.add_argument_group("student")
-    model.add_argument("--model", default="videomamba_middle_pretrain", help="registered *_pretrain student")
+    model.add_argument(
+        "--model", default="videomamba_middle_pretrain", type=registered_model, help="registered *_pretrain student"
+    )
     model.add_argument("--tubelet_size", default=1, type=int, help="must be 1 to align with the per-frame teacher")
     model.add_argument("--input_size", default=224, type=int)
     model.add_argument("--drop_path", default=0.0, type=float)
@@ -366,4 +369,6 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(cli))

@@ -20,7 +20,6 @@ reports scripts that differ from the table).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -482,4 +481,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))
