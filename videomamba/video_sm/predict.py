@@ -39,7 +39,7 @@ import torch
 
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
-from videomamba.core.cli import create_model, registered_model
+from videomamba.core.cli import UserError, create_model, registered_model
 from videomamba.core.video_io import VideoDecodeError, open_video
 from videomamba.video_sm.datasets import load_test_views, long_video_windows
 
@@ -53,7 +53,7 @@ def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
     """Class names, one per line (blank lines skipped); errors name the file."""
     names = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if len(names) < num_classes:
-        raise ValueError(f"{path}: {len(names)} class names for a model with {num_classes} classes")
+        raise UserError(f"{path}: {len(names)} class names for a model with {num_classes} classes")
     return names
 
 
@@ -61,11 +61,11 @@ def build_predictor(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str
     """The model with the checkpoint's weights, in eval mode, and the kwargs it was built with."""
     checkpoint = load_checkpoint_file(args.checkpoint)
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{args.checkpoint}: not a checkpoint dictionary")
+        raise UserError(f"{args.checkpoint}: not a checkpoint dictionary")
     saved_kwargs = checkpoint.get("model_kwargs") if isinstance(checkpoint.get("model_kwargs"), dict) else {}
     name = args.model or checkpoint.get("model_name")
     if not name:
-        raise ValueError(f"{args.checkpoint} does not record its model: pass --model (e.g. videomamba_tiny)")
+        raise UserError(f"{args.checkpoint} does not record its model: pass --model (e.g. videomamba_tiny)")
     kwargs: dict[str, Any] = {**saved_kwargs}
     kwargs.pop("use_checkpoint", None)
     for flag, key in SIZE_FLAGS.items():
@@ -76,7 +76,7 @@ def build_predictor(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str
     if "num_classes" not in kwargs:
         head = extract_state_dict(checkpoint, source=args.checkpoint).get("head.weight")
         if head is None:
-            raise ValueError(f"{args.checkpoint} has no classifier (head.weight); it cannot predict classes")
+            raise UserError(f"{args.checkpoint} has no classifier (head.weight); it cannot predict classes")
         kwargs["num_classes"] = head.shape[0]
     kwargs.update(args.model_kwargs)
     model = create_model(name, pretrained=False, **kwargs)

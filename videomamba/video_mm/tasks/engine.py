@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from videomamba.core.checkpoint import load_pretrained
 from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, restore_training_state
+from videomamba.core.cli import UserError
 from videomamba.core.distributed import (
     any_across_ranks,
     barrier,
@@ -125,7 +126,7 @@ def start_run(config: DictConfig, evaluate_only: bool = False) -> Run:
     """Distributed init (torchrun, srun or single process), seeding, output folder, config dump, logs, tokenizer."""
     device_name = str(config.device)
     if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("config device is 'cuda' but CUDA is not available; add the override `device cpu`")
+        raise UserError("config device is 'cuda' but CUDA is not available; add the override `device cpu`")
     info = init_distributed(device_name, str(config.get("dist_url", "env://")))
     device = (
         torch.device("cuda", torch.cuda.current_device())
