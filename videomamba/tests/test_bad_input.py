@@ -265,3 +265,16 @@ def test_entry_scripts_print_user_errors_without_a_traceback(script, args, messa
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_progress_lines_give_rate_and_eta():
+    import io
+
+    from videomamba.core.cli import Progress
+
+    stream = io.StringIO()
+    meter = Progress(4, "scanning videos", unit="videos", every=0.0, stream=stream)
+    for _ in range(2):
+        meter.update()
+    last = stream.getvalue().splitlines()[-1]
+    assert last.startswith("scanning videos: 2/4 videos (50 %), ") and "videos/s, ETA " in last
