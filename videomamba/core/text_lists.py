@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 
-from videomamba.core.cli import MissingFileError, UserError
+from videomamba.core.cli import MissingFileError, Progress, UserError
 
 __all__ = ["looks_like_an_extra_column", "read_list_lines"]
 
@@ -25,8 +25,10 @@ def read_list_lines(
     """Yield (line number, stripped text) of each non-blank line (and, by default, non-``#`` line)."""
     if not os.path.isfile(path):
         raise MissingFileError(f"{path}: {what} not found")
+    meter = Progress(None, f"reading {path}", unit="lines")  # prints only when reading is slow
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            meter.update()
             if number == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM) :]
             try:
@@ -40,6 +42,7 @@ def read_list_lines(
             if not line or (skip_comments and line.startswith("#")):
                 continue
             yield number, line
+    meter.finish()
 
 
 def looks_like_an_extra_column(path_field: str, delimiter: str | None, full_path: str) -> bool:

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from videomamba.core.cli import MissingFileError, UserError
+from videomamba.core.cli import MissingFileError, UserError, progress
 from videomamba.core.text_lists import looks_like_an_extra_column, read_list_lines
 from videomamba.image_sm.augment import keep_posterize_bits, three_augment
 
@@ -144,7 +144,7 @@ class ImageFolderDataset(RobustImageDataset):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         samples = [
             (str(path), self.class_to_idx[name])
-            for name in self.classes
+            for name in progress(self.classes, f"scanning {root}", unit="class folders")
             for path in sorted((root / name).rglob("*"))
             if path.suffix.lower() in IMAGE_EXTENSIONS
         ]
