@@ -276,6 +276,10 @@ def test_predict_prints_topk_and_writes_features(video_data, tmp_path, capsys):
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 100.01
     assert np.load(tmp_path / "f.npy").shape == (32,)
     assert np.load(tmp_path / "f.windows.npy").shape == (3, 32)  # 1 s video: windows at 0, 0.25, 0.5 s
+    # With --json, stdout is the JSON result alone; the messages about written files go to stderr.
+    assert predict.main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 3 and "features (32,) -> " in captured.err
     # A bare state dict needs --model and the sizes.
     torch.save(model.state_dict(), tmp_path / "bare.pth")
     assert predict.main([str(video), "--checkpoint", str(tmp_path / "bare.pth"), "--model", "videomamba_tiny",
@@ -338,8 +342,13 @@ def test_exp_scripts_match_the_table_and_parse(monkeypatch):
     }
     registered = set(timm.list_models("videomamba_*"))
     for recipe in presets.RECIPES:
-        # `${VAR:+--flag "$VAR"}` (left out when VAR is empty) as the flag with a placeholder value.
-        text = re.sub(r'\$\{\w+:\+(--\w+) "\$\w+"\}', r"\1 X", " ".join(presets.recipe_flags(recipe)))
+        # `${VAR:+--flag "$VAR"}` (left out when VAR is empty) as the flag with the script's default value.
+        defaults = dict(re.findall(r'^(\w+)="\$\{\w+-(.*)\}"$', presets.render(recipe), re.MULTILINE))
+        text = re.sub(
+            r'\$\{(\w+):\+(--\w+) "\$\w+"\}',
+            lambda m, defaults=defaults: f"{m[2]} {shlex.quote(defaults[m[1]])}",
+            " ".join(presets.recipe_flags(recipe)),
+        )
         words = shlex.split(text.replace("$", "X"))
         args = argparse.ArgumentParser(parents=[runners[recipe.entry]]).parse_args(words)
         assert args.model in registered, recipe.path
