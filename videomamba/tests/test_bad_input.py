@@ -278,3 +278,19 @@ def test_progress_lines_give_rate_and_eta():
         meter.update()
     last = stream.getvalue().splitlines()[-1]
     assert last.startswith("scanning videos: 2/4 videos (50 %), ") and "videos/s, ETA " in last
+
+
+def test_video_mm_annotations_and_predict_labels_name_non_utf8_lines(tmp_path):
+    from videomamba.video_mm.data.datasets import MediaSource, load_annotations
+    from videomamba.video_sm.predict import read_labels
+
+    annotations = tmp_path / "train.json"
+    annotations.write_bytes(b'[\n {"video": "a.mp4", "caption": "caf\xe9"}\n]\n')
+    with pytest.raises(UserError, match=r"train.json:2: not UTF-8 text \(byte 0xe9\)"):
+        load_annotations(MediaSource(str(annotations), str(tmp_path), "video"))
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(b"\xef\xbb\xbfleft\nright\n")
+    assert read_labels(labels, 2) == ["left", "right"]  # the byte-order mark is not part of the first name
+    labels.write_bytes(b"left\nr\xffght\n")
+    with pytest.raises(UserError, match=r"labels.txt:2: not UTF-8"):
+        read_labels(labels, 2)

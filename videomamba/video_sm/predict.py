@@ -40,6 +40,7 @@ import torch
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.cli import UserError, create_model, registered_model
+from videomamba.core.text_lists import read_list_lines
 from videomamba.core.video_io import VideoDecodeError, open_video
 from videomamba.video_sm.datasets import load_test_views, long_video_windows
 
@@ -51,7 +52,7 @@ SIZE_FLAGS = {"num_frames": "num_frames", "tubelet_size": "kernel_size", "input_
 
 def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
     """Class names, one per line (blank lines skipped); errors name the file."""
-    names = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    names = [line for _, line in read_list_lines(path, "labels file", skip_comments=False)]
     if len(names) < num_classes:
         raise UserError(f"{path}: {len(names)} class names for a model with {num_classes} classes")
     return names

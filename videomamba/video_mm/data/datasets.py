@@ -81,10 +81,13 @@ def _read_json(path: str | Path) -> Any:
     if not path.is_file():
         raise MissingFileError(f"{path}: annotation file not found")
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{error.object[error.start]:02x})") from None
 
 
 def load_annotations(source: MediaSource, required: Sequence[str] = ("caption",)) -> list[dict[str, Any]]:
