@@ -53,7 +53,7 @@ def checkpoint_folder(tmp_path_factory):
     return folder, work
 
 
-@pytest.mark.slow  # full-size models as the READMEs build them: about 30 s on 2 idle cores
+@pytest.mark.slow  # full-size models, as the READMEs build them
 @pytest.mark.parametrize("where,code", SNIPPETS, ids=[name for name, _ in SNIPPETS])
 def test_readme_snippet_runs_as_written(where, code, checkpoint_folder, monkeypatch):
     folder, work = checkpoint_folder
