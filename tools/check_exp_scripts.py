@@ -177,10 +177,14 @@ def check_script(script: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from videomamba.core.cli import Progress
+
     scripts = find_scripts((argv if argv is not None else sys.argv[1:]) or None)
     failed = 0
+    meter = Progress(len(scripts), "checking experiment scripts", unit="scripts", every=5.0)
     for script in scripts:
         problems = check_script(script)
+        meter.update()
         if problems:
             failed += 1
             print(f"FAIL {script.relative_to(REPO) if script.is_relative_to(REPO) else script}")
@@ -191,4 +195,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))

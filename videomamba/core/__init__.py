@@ -3,6 +3,9 @@
 - ``backbone``: ``VisionMamba`` (image and video layouts) and its timm registry entries;
 - ``checkpoint``: reading, unwrapping and adapting checkpoints (``load_pretrained``);
 - ``checkpointing``: atomic training checkpoints and auto-resume;
+- ``cli``: ``UserError`` and ``run_cli`` (input errors as one ``error:`` line, exit 2), model-name
+  checks with suggestions, progress lines with rate and ETA;
+- ``text_lists``: reading UTF-8 list files (byte-order mark dropped, bad bytes named by file and line);
 - ``distributed``: process-group setup (torchrun / Slurm / single) and collectives;
 - ``metrics``: ``MetricLogger``, ``SmoothedValue``, ``accuracy``;
 - ``logs``: ``log.txt`` JSON lines and TensorBoard;

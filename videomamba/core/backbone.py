@@ -27,6 +27,8 @@ from torch import Tensor, nn
 
 from mamba_ssm import RMSNorm, create_block, layer_norm_fn, rms_norm_fn
 from mamba_ssm.modules.mamba_simple import DropPath
+from videomamba.core.checkpoint import CHECKPOINT_DIR_ENV
+from videomamba.core.cli import MissingFileError
 
 __all__ = [
     "CHECKPOINT_DIR_ENV",
@@ -44,9 +46,6 @@ VIDEOMAMBA_SIZES: dict[str, dict[str, Any]] = {
     "middle": dict(embed_dim=576, depth=32, file_tag="m16"),
     "base": dict(embed_dim=768, depth=24, file_tag="b16"),
 }
-
-# Folder holding released checkpoints under their original file names (never downloaded).
-CHECKPOINT_DIR_ENV = "VIDEOMAMBA_CHECKPOINTS"
 
 
 class PatchEmbed(nn.Module):
@@ -369,19 +368,21 @@ def released_checkpoint_path(size: str, img_size: int | tuple[int, int] = 224) -
     """
     folder = os.environ.get(CHECKPOINT_DIR_ENV)
     if not folder:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"pretrained=True needs a local checkpoint: pass pretrained_path=... or set {CHECKPOINT_DIR_ENV} "
             "to a folder holding the released files (e.g. videomamba_t16_in1k_res224.pth); nothing is downloaded"
         )
     tag = VIDEOMAMBA_SIZES[size]["file_tag"]
     res = to_2tuple(img_size)[0]
     suffix = {448: "res224to448", 576: "res224to448to576"}.get(res, "res224")
-    path = Path(folder) / f"videomamba_{tag}_in1k_{suffix}.pth"
-    if not path.is_file() and suffix != "res224":
-        path = Path(folder) / f"videomamba_{tag}_in1k_res224.pth"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: released checkpoint not found in {CHECKPOINT_DIR_ENV}={folder}")
-    return path
+    names = [f"videomamba_{tag}_in1k_{suffix}.pth"] + (
+        [f"videomamba_{tag}_in1k_res224.pth"] if suffix != "res224" else []
+    )
+    for name in names:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    looked = ", ".join(str(Path(folder) / name) for name in names)
+    raise MissingFileError(f"released {size} checkpoint not found; looked for {looked} (${CHECKPOINT_DIR_ENV})")
 
 
 def create_videomamba(

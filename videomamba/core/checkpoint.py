@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from videomamba.core.cli import MissingFileError, UserError
+
 __all__ = [
     "CheckpointError",
     "LoadReport",
@@ -45,6 +47,7 @@ __all__ = [
     "inflate_patch_weight",
     "load_checkpoint_file",
     "load_pretrained",
+    "resolve_checkpoint_path",
     "resize_pos_embed",
     "resize_temporal_pos_embed",
 ]
@@ -58,11 +61,13 @@ AUXILIARY_PREFIXES = {
     "clip_decoder.": "masked-pretraining CLIP decoder",
     "clip_pos_embed": "masked-pretraining CLIP position embedding",
 }
+# Folder where released checkpoints are found by their original file names (never downloaded).
+CHECKPOINT_DIR_ENV = "VIDEOMAMBA_CHECKPOINTS"
 # Missing keys that strict mode accepts: they are new by design and keep their initialisation.
 NEW_BY_DESIGN_PREFIXES = ("head.", "distill_head.", "temporal_pos_embedding")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
@@ -111,18 +116,69 @@ class LoadReport:
 # --------------------------------------------------------------------------------- reading
 
 
-def load_checkpoint_file(path: str | os.PathLike, weights_only: bool = True) -> Any:
-    """torch.load on CPU, weights_only by default (argparse.Namespace allowed, as in old checkpoints)."""
+def resolve_checkpoint_path(path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """``path`` if it is a file, else the same relative path or name under ``$VIDEOMAMBA_CHECKPOINTS``.
+
+    A missing file raises :class:`MissingFileError` naming every place that was looked at.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    looked = [f"{given.resolve()}" if not given.is_absolute() else str(given)]
+    folder = os.environ.get(CHECKPOINT_DIR_ENV)
+    if not given.is_absolute():
+        if folder:
+            candidate = Path(folder) / given
+            if candidate.is_file():
+                return candidate
+            looked.append(f"{candidate} (${CHECKPOINT_DIR_ENV})")
+        else:
+            looked.append(f"${CHECKPOINT_DIR_ENV} (not set)")
+    raise MissingFileError(f"{path}: {what} file not found; looked for {', '.join(looked)}")
+
+
+def _not_a_checkpoint_reason(path: Path) -> str | None:
+    """Why ``path`` cannot be a torch checkpoint at all (empty, text, video), from its first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if not head:
+        return "the file is empty (0 bytes)"
+    # torch.save writes a zip archive; the legacy format starts with a pickle protocol byte.
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    if head[4:8] == b"ftyp" or head.startswith((b"\x1a\x45\xdf\xa3", b"RIFF", b"GIF8", b"\x89PNG", b"\xff\xd8")):
+        kind = "a video or image file"
+    else:
+        try:
+            head.decode("utf-8")
+            kind = "a text file"
+        except UnicodeDecodeError:
+            kind = "an unknown binary format"
+    return f"not a torch checkpoint (starts with {head[:12]!r}: {kind}, not a torch.save zip or pickle)"
+
+
+def load_checkpoint_file(path: str | os.PathLike, weights_only: bool = True, what: str = "checkpoint") -> Any:
+    """torch.load on CPU, weights_only by default (argparse.Namespace allowed, as in old checkpoints).
+
+    ``path`` may be a released file name found in ``$VIDEOMAMBA_CHECKPOINTS``. ``.safetensors`` files
+    are read with safetensors. Every error names the file; no loading path executes code from the
+    file unless ``weights_only=False`` is asked for.
+    """
     text = str(path)
     if text.startswith(("http://", "https://", "s3://")):
         raise CheckpointError(f"{text}: remote checkpoints are never downloaded here; fetch the file and pass its path")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    path = resolve_checkpoint_path(path, what)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path}: not a readable .safetensors file: {err}") from err
+    reason = _not_a_checkpoint_reason(path)
+    if reason:
+        raise CheckpointError(f"{path}: {reason}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=weights_only)
@@ -134,8 +190,9 @@ def load_checkpoint_file(path: str | os.PathLike, weights_only: bool = True) -> 
                 "Load it with weights_only=False only if you trust the file."
             ) from err
         raise CheckpointError(f"{path}: not a readable torch checkpoint: {reason}") from err
-    except (EOFError, zipfile.BadZipFile, RuntimeError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {err}") from err
+    except (EOFError, zipfile.BadZipFile, RuntimeError, KeyError, ValueError) as err:
+        detail = str(err).strip() or type(err).__name__
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {detail}") from err
 
 
 def extract_state_dict(

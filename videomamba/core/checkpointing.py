@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
+from videomamba.core.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_pretrained
 
 __all__ = ["CheckpointSaver", "atomic_save", "find_resume_checkpoint", "plain_config", "restore_training_state"]
 
@@ -159,7 +159,7 @@ def restore_training_state(
     """
     checkpoint = load_checkpoint_file(path, weights_only=weights_only)
     if not isinstance(checkpoint, Mapping) or "model" not in checkpoint:
-        raise ValueError(f"{path}: not a training checkpoint (no 'model' entry)")
+        raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry)")
     if exact:
         model.load_state_dict(extract_state_dict(checkpoint, key="model", source=str(path)))
     else:

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videomamba.core.checkpoint import CheckpointError, load_checkpoint_file
+
 
 @dataclass(frozen=True)
 class CLIPVisionConfig:
@@ -238,7 +240,7 @@ def _unwrap_clip_state_dict(checkpoint: Mapping[str, object], source: str) -> di
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not state:
-        raise ValueError(f"{source}: no tensors found in the CLIP checkpoint")
+        raise CheckpointError(f"{source}: no tensors found in the CLIP checkpoint")
     return state
 
 
@@ -250,14 +252,16 @@ def adapt_clip_state_dict(
     conv = state.get("conv1.weight")
     if conv is not None and conv.dim() == 5:
         if conv.shape[2] != 1:
-            raise ValueError(f"{source}: conv1.weight {tuple(conv.shape)} has temporal kernel {conv.shape[2]}; need 1")
+            raise CheckpointError(
+                f"{source}: conv1.weight {tuple(conv.shape)} has temporal kernel {conv.shape[2]}; need 1"
+            )
         state["conv1.weight"] = conv.squeeze(2)
     pos = state.get("positional_embedding")
     target = teacher.positional_embedding
     if pos is not None and pos.shape != target.shape:
         old_grid = int(round((pos.shape[0] - 1) ** 0.5))
         if old_grid**2 + 1 != pos.shape[0] or pos.shape[1] != target.shape[1]:
-            raise ValueError(f"{source}: positional_embedding {tuple(pos.shape)} is not a square grid plus cls")
+            raise CheckpointError(f"{source}: positional_embedding {tuple(pos.shape)} is not a square grid plus cls")
         from timm.layers import resample_abs_pos_embed
 
         # Bicubic without antialiasing, as the original resampled it.
@@ -272,9 +276,9 @@ def load_clip_weights(teacher: CLIPTeacher, checkpoint: str | os.PathLike | Mapp
     """Load CLIP visual weights (a file path or a state dict) into `teacher` strictly; errors name the file."""
     source = str(checkpoint) if isinstance(checkpoint, str | os.PathLike) else "<state dict>"
     if isinstance(checkpoint, str | os.PathLike):
-        if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"CLIP teacher weights not found: {checkpoint}")
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint_file(checkpoint, what="CLIP teacher weights")
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{source}: holds a {type(checkpoint).__name__}, not a CLIP state dict")
     state = adapt_clip_state_dict(checkpoint, teacher, source)
     expected = teacher.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -285,7 +289,7 @@ def load_clip_weights(teacher: CLIPTeacher, checkpoint: str | os.PathLike | Mapp
         if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or wrong_shape:
-        raise ValueError(
+        raise CheckpointError(
             f"{source} does not fit {teacher.config}: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}, shape mismatches {wrong_shape[:8]}"
         )

@@ -6,7 +6,8 @@
 - ImageNet class folders (no meta file): ``<root>/<class name>/<image>``, classes sorted by name,
   with ``--root_dir_*`` or ``<--data-path>/train`` and ``<--data-path>/val``.
 - CIFAR-100: the python-pickle release under ``<--data-path>/cifar-100-python/{train,test}``
-  (the layout torchvision downloads).
+  (the layout torchvision downloads). The pickles are read by an unpickler that builds only
+  builtin containers and numpy arrays, so a crafted data file cannot run code.
 - iNaturalist 2018/2019: ``train{year}.json`` / ``val{year}.json`` (COCO-style images and
   annotations) and ``categories.json`` under ``--data-path``; labels are the ``--inat-category``
   level, numbered in order of first appearance in the train annotations.
@@ -32,6 +33,8 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
+from videomamba.core.cli import MissingFileError, UserError, progress
+from videomamba.core.text_lists import looks_like_an_extra_column, read_list_lines
 from videomamba.image_sm.augment import keep_posterize_bits, three_augment
 
 __all__ = [
@@ -49,24 +52,27 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 INAT_CATEGORIES = ("kingdom", "phylum", "class", "order", "supercategory", "family", "genus", "name")
 
 
-def read_meta_file(meta_file: str | os.PathLike, num_classes: int | None = None) -> list[tuple[str, int]]:
-    """Parse ``<relative path> <integer label>`` lines (paths may contain spaces)."""
+def read_meta_file(
+    meta_file: str | os.PathLike, num_classes: int | None = None, root: str | os.PathLike = ""
+) -> list[tuple[str, int]]:
+    """Parse ``<relative path> <integer label>`` lines (paths may contain spaces; UTF-8, BOM allowed)."""
     samples = []
-    with open(meta_file, encoding="utf-8") as handle:
-        for lineno, raw in enumerate(handle, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise ValueError(f"{meta_file}:{lineno}: expected '<relative path> <integer label>', got {line!r}")
-            label = int(parts[1])
-            if label < 0 or (num_classes is not None and label >= num_classes):
-                limit = f" (the model has {num_classes} classes)" if num_classes is not None else ""
-                raise ValueError(f"{meta_file}:{lineno}: label {label} out of range{limit}")
-            samples.append((parts[0], label))
+    for lineno, line in read_list_lines(meta_file, "meta file"):
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise UserError(f"{meta_file}:{lineno}: expected '<relative path> <integer label>', got {line!r}")
+        if looks_like_an_extra_column(parts[0], None, os.path.join(root, parts[0])):
+            raise UserError(
+                f"{meta_file}:{lineno}: {len(line.split())} columns, expected 2 ('<relative path> <integer label>'), "
+                f"got {line!r}"
+            )
+        label = int(parts[1])
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            limit = f" (the model has {num_classes} classes)" if num_classes is not None else ""
+            raise UserError(f"{meta_file}:{lineno}: label {label} out of range{limit}")
+        samples.append((parts[0], label))
     if not samples:
-        raise ValueError(f"{meta_file}: no samples")
+        raise UserError(f"{meta_file}: no samples")
     return samples
 
 
@@ -120,9 +126,7 @@ class ImageListDataset(RobustImageDataset):
         transform: Any = None,
         num_classes: int | None = None,
     ):
-        if not Path(meta_file).is_file():
-            raise FileNotFoundError(f"{meta_file}: meta file not found")
-        entries = read_meta_file(meta_file, num_classes)
+        entries = read_meta_file(meta_file, num_classes, root)
         super().__init__([(os.path.join(root, rel), label) for rel, label in entries], transform)
         self.root, self.meta_file = str(root), str(meta_file)
 
@@ -133,20 +137,54 @@ class ImageFolderDataset(RobustImageDataset):
     def __init__(self, root: str | os.PathLike, transform: Any = None):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"{root}: image folder not found")
+            raise MissingFileError(f"{root}: image folder not found")
         self.classes = sorted(d.name for d in root.iterdir() if d.is_dir())
         if not self.classes:
-            raise ValueError(f"{root}: no class sub-folders")
+            raise UserError(f"{root}: no class sub-folders")
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         samples = [
             (str(path), self.class_to_idx[name])
-            for name in self.classes
+            for name in progress(self.classes, f"scanning {root}", unit="class folders")
             for path in sorted((root / name).rglob("*"))
             if path.suffix.lower() in IMAGE_EXTENSIONS
         ]
         if not samples:
-            raise ValueError(f"{root}: no images with extensions {IMAGE_EXTENSIONS}")
+            raise UserError(f"{root}: no images with extensions {IMAGE_EXTENSIONS}")
         super().__init__(samples, transform)
+
+
+class DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles builtin containers, numbers, strings and numpy arrays; any other global is refused.
+
+    A pickle can call any importable function while it loads; the data files of a dataset only
+    need numpy's array reconstruction, so nothing else is allowed to run.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),  # arrays in pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 pickles bytes in protocol 2
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: only builtin data and numpy arrays are allowed")
+
+
+def load_data_pickle(path: str | os.PathLike) -> Any:
+    """A dataset pickle (e.g. CIFAR's) read without executing code; errors name the file."""
+    try:
+        with open(path, "rb") as handle:
+            return DataOnlyUnpickler(handle, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise UserError(f"{path}: not a plain-data pickle ({err})") from err
 
 
 class Cifar100(Dataset):
@@ -155,16 +193,15 @@ class Cifar100(Dataset):
     def __init__(self, root: str | os.PathLike, train: bool, transform: Any = None):
         path = Path(root) / "cifar-100-python" / ("train" if train else "test")
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path}: CIFAR-100 not found (expected the python version, as torchvision's CIFAR100 downloads it)"
             )
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="latin1")
+        batch = load_data_pickle(path)
         try:
             self.data = batch["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             self.targets = [int(t) for t in batch["fine_labels"]]
-        except (KeyError, ValueError, AttributeError) as err:
-            raise ValueError(f"{path}: not a CIFAR-100 batch ({err})") from err
+        except (KeyError, ValueError, AttributeError, TypeError) as err:
+            raise UserError(f"{path}: not a CIFAR-100 batch ({err})") from err
         self.transform = transform
 
     def __len__(self) -> int:
@@ -187,14 +224,14 @@ class INatDataset(RobustImageDataset):
         transform: Any = None,
     ):
         if category not in INAT_CATEGORIES:
-            raise ValueError(f"inat category must be one of {INAT_CATEGORIES}, got {category!r}")
+            raise UserError(f"inat category must be one of {INAT_CATEGORIES}, got {category!r}")
         root = Path(root)
         categories = _read_json(root / "categories.json")
         by_id = {int(c["id"]): c for c in categories} if isinstance(categories, list) else {}
 
         def level_of(category_id: int, source: Path) -> str:
             if category_id not in by_id or category not in by_id[category_id]:
-                raise ValueError(f"{source}: category id {category_id} has no '{category}' in categories.json")
+                raise UserError(f"{source}: category id {category_id} has no '{category}' in categories.json")
             return str(by_id[category_id][category])
 
         # Class ids follow first appearance in the train annotations, for both splits.
@@ -210,24 +247,26 @@ class INatDataset(RobustImageDataset):
         samples = []
         for image in split.get("images", []):
             if int(image["id"]) not in label_of_image:
-                raise ValueError(f"{split_file}: image {image['id']} has no annotation")
+                raise UserError(f"{split_file}: image {image['id']} has no annotation")
             name = level_of(label_of_image[int(image["id"])], split_file)
             if name not in class_ids:
-                raise ValueError(f"{split_file}: class {name!r} does not occur in {train_file}")
+                raise UserError(f"{split_file}: class {name!r} does not occur in {train_file}")
             samples.append((str(root / image["file_name"]), class_ids[name]))
         if not samples:
-            raise ValueError(f"{split_file}: no images")
+            raise UserError(f"{split_file}: no images")
         super().__init__(samples, transform)
 
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found")
+        raise MissingFileError(f"{path}: annotation file not found")
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
+        raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
 
 
 # ------------------------------------------------------------------------------ transforms
@@ -271,6 +310,12 @@ def build_transform(is_train: bool, args: argparse.Namespace) -> Any:
     return transforms.Compose(steps)
 
 
+def _check_nb_classes(forced: int | None, found: int, what: str) -> None:
+    """Refuse at build time a --nb_classes smaller than the data's classes (the loss would fail mid-step)."""
+    if forced and forced < found:
+        raise UserError(f"{what} but --nb_classes {forced}; raise --nb_classes to at least {found}")
+
+
 def build_dataset(is_train: bool, args: argparse.Namespace) -> tuple[Dataset, int]:
     """The dataset of one split and its number of classes (``--nb_classes`` overrides it)."""
     transform = build_transform(is_train, args)
@@ -284,18 +329,23 @@ def build_dataset(is_train: bool, args: argparse.Namespace) -> tuple[Dataset, in
             return ImageListDataset(root or "", meta, transform, num_classes=nb_classes), nb_classes
         folder = root or (os.path.join(args.data_path, split) if args.data_path else None)
         if not folder:
-            raise ValueError(
+            raise UserError(
                 f"IMNET {split} data: give --meta_file_{split} (+ --root_dir_{split}), "
                 f"--root_dir_{split} (class folders) or --data-path with {split}/ inside"
             )
         dataset = ImageFolderDataset(folder, transform)
+        shown = ", ".join(dataset.classes[:8]) + (", ..." if len(dataset.classes) > 8 else "")
+        _check_nb_classes(forced, len(dataset.classes), f"{folder}: {len(dataset.classes)} class folders ({shown})")
         return dataset, forced or len(dataset.classes)
     if args.data_set == "CIFAR":
-        return Cifar100(args.data_path, train=is_train, transform=transform), forced or 100
+        dataset = Cifar100(args.data_path, train=is_train, transform=transform)
+        _check_nb_classes(forced, 100, f"{args.data_path}: CIFAR-100 has 100 classes")
+        return dataset, forced or 100
     if args.data_set in ("INAT", "INAT19"):
         year = 2018 if args.data_set == "INAT" else 2019
         dataset = INatDataset(
             args.data_path, train=is_train, year=year, category=args.inat_category, transform=transform
         )
+        _check_nb_classes(forced, dataset.nb_classes, f"{args.data_path}: {dataset.nb_classes} iNaturalist classes")
         return dataset, forced or dataset.nb_classes
-    raise ValueError(f"unknown --data-set {args.data_set!r} (choose CIFAR, IMNET, INAT, INAT19)")
+    raise UserError(f"unknown --data-set {args.data_set!r} (choose CIFAR, IMNET, INAT, INAT19)")

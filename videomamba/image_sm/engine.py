@@ -146,7 +146,10 @@ def evaluate(
             loss = criterion(output, targets)
         acc1, acc5 = accuracy(output.float(), targets, topk=(1, 5))
         batch = images.shape[0]
-        logger.update(n=batch, loss=loss.item(), acc1=acc1, acc5=acc5)
+        logger.update(n=batch, loss=loss.item(), acc1=acc1)
+        if output.shape[-1] > 5:  # with 5 classes or fewer top-5 is always 100 %
+            logger.update(n=batch, acc5=acc5)
     logger.synchronize_between_processes()
-    print(f"* Acc@1 {logger.acc1.global_avg:.3f} Acc@5 {logger.acc5.global_avg:.3f} loss {logger.loss.global_avg:.3f}")
+    top5 = f" Acc@5 {logger.acc5.global_avg:.3f}" if "acc5" in logger.meters else ""
+    print(f"* Acc@1 {logger.acc1.global_avg:.3f}{top5} loss {logger.loss.global_avg:.3f}")
     return logger.global_averages()

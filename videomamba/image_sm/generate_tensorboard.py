@@ -23,6 +23,7 @@ if not __package__:
 import argparse
 from pathlib import Path
 
+from videomamba.core.cli import MissingFileError
 from videomamba.core.logs import read_log, write_log_to_tensorboard
 
 __all__ = ["find_logs", "rebuild"]
@@ -37,7 +38,7 @@ def find_logs(paths: list[Path]) -> list[Path]:
         elif path.is_dir():
             logs.extend(sorted(p for p in path.rglob("log.txt") if "events" not in p.parts))
         else:
-            raise FileNotFoundError(f"{path}: no such log file or folder")
+            raise MissingFileError(f"{path}: no such log file or folder")
     return logs
 
 
@@ -70,4 +71,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 import videomamba.image_sm.models  # noqa: F401  (registers the image models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
+from videomamba.core.cli import UserError, registered_model
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
 from videomamba.core.logs import RunLog
 from videomamba.core.optim import (
@@ -73,7 +74,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--print_freq", default=10, type=int, help="(new) progress line every N steps")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="deit_base_patch16_224", help="timm model name")
+    model.add_argument("--model", default="deit_base_patch16_224", type=registered_model, help="timm model name")
     model.add_argument("--input-size", default=224, type=int, help="image size")
     model.add_argument("--drop", default=0.0, type=float, help="dropout after the position embedding")
     model.add_argument("--drop-path", default=0.1, type=float, help="stochastic depth rate")
@@ -154,7 +155,9 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     aug.add_argument("--bce-loss", action="store_true", help="binary cross-entropy on binarised targets")
 
     distill = parser.add_argument_group("self-distillation (on when --teacher_pretrained_path is given)")
-    distill.add_argument("--teacher_model", default="videomamba_small", help="frozen teacher (timm name)")
+    distill.add_argument(
+        "--teacher_model", default="videomamba_small", type=registered_model, help="frozen teacher (timm name)"
+    )
     distill.add_argument("--teacher_embed_dim", default=384, type=int, help="teacher width (student head output)")
     distill.add_argument("--teacher_pretrained_path", default=None, help="teacher weights")
     distill.add_argument(
@@ -202,7 +205,7 @@ def build_models(args: argparse.Namespace, nb_classes: int) -> tuple[torch.nn.Mo
         kwargs["overwrite_dt_init"] = True
     if args.teacher_pretrained_path:
         if not _is_videomamba(name):
-            raise ValueError(f"self-distillation needs a VideoMamba student, got --model {name}")
+            raise UserError(f"self-distillation needs a VideoMamba student, got --model {name}")
         if not name.endswith("_distill"):
             print(f"Self-distillation: student {name} -> {name}_distill (the same model plus a distill head)")
             name = f"{name}_distill"
@@ -222,7 +225,7 @@ def build_teacher(args: argparse.Namespace, device: torch.device) -> torch.nn.Mo
     teacher = timm.create_model(args.teacher_model, pretrained=False, **kwargs)
     width = getattr(teacher, "num_features", None)
     if width != args.teacher_embed_dim:
-        raise ValueError(
+        raise UserError(
             f"--teacher_embed_dim {args.teacher_embed_dim} differs from the width of {args.teacher_model} ({width})"
         )
     load_pretrained(teacher, args.teacher_pretrained_path)
@@ -244,7 +247,7 @@ def build_loaders(
         dataset_train, nb_classes = build_dataset(True, args)
         if isinstance(dataset_train, ImageFolderDataset) and isinstance(dataset_val, ImageFolderDataset):
             if dataset_train.classes != dataset_val.classes:
-                raise ValueError(
+                raise UserError(
                     f"class folders differ between train ({len(dataset_train.classes)} classes) and "
                     f"val ({len(dataset_val.classes)} classes)"
                 )
@@ -281,7 +284,7 @@ def build_loaders(
             dataset_train, sampler=sampler_train, batch_size=args.batch_size, drop_last=True, **common
         )
         if len(loader_train) == 0:
-            raise ValueError(
+            raise UserError(
                 f"{len(dataset_train)} training images give no full batch of {args.batch_size} per "
                 f"process ({world} processes): lower --batch-size"
             )
@@ -506,4 +509,6 @@ def cli(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = 
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(cli))

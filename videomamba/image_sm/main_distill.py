@@ -34,4 +34,6 @@ def distill_cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(distill_cli())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(distill_cli))

@@ -56,6 +56,7 @@ def cli(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Submit through the importable module so the pickled Trainer is found by reference in the job.
+    from videomamba.core.cli import run_cli
     from videomamba.image_sm import run_with_submitit
 
-    sys.exit(run_with_submitit.cli())
+    raise SystemExit(run_cli(run_with_submitit.cli))

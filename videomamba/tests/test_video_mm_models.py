@@ -10,7 +10,7 @@ from videomamba.video_mm.config import load_config
 from videomamba.video_mm.data.text import load_tokenizer
 from videomamba.video_mm.evaluation import encode_clip
 from videomamba.video_mm.models.loading import check_fits_for_evaluation, load_video_mm_checkpoint
-from videomamba.video_mm.models.umt import UMTQAVideoMamba, build_model
+from videomamba.video_mm.models.umt import UMTQAVideoMamba, build_model, text_encoder_origin
 from videomamba.video_mm.models.vision import VideoTextVisionEncoder
 from videomamba.video_mm.synthetic import tiny_overrides, write_tiny_bert
 from videomamba.video_mm.tasks.engine import build_optimizer
@@ -273,3 +273,14 @@ def test_longer_test_clips_are_encoded_as_views_and_ensembled(tiny):
         torch.testing.assert_close(mean, (first.pooled + model.encode_vision(clip[:, :, 4:]).pooled) / 2)
     with pytest.raises(ValueError, match="multiple"):
         encode_clip(model, torch.randn(1, 3, 6, 32, 32))
+
+
+def test_text_encoder_origin_is_told_after_the_checkpoint_that_fills_it(tiny, capsys):
+    model = _model(tiny)  # the tiny BERT folder holds a config and no weights
+    assert "starts from random initialisation" not in capsys.readouterr().out  # not before loading
+    assert "random initialisation" in text_encoder_origin(model, None)
+    report = load_video_mm_checkpoint(model, model.state_dict(), verbose=False)
+    assert text_encoder_origin(model, report).startswith("text encoder: ") and "state dict" in text_encoder_origin(
+        model, report
+    )
+    assert "random" not in text_encoder_origin(model, report)

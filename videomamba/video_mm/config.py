@@ -27,6 +27,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from videomamba.core.cli import UserError
+
 __all__ = [
     "ConfigError",
     "apply_overrides",
@@ -43,7 +45,7 @@ CONFIG_SUFFIXES = (".py", ".yaml", ".yml", ".json")
 _ABSENT = object()
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or override that cannot be used; the message names the file or key."""
 
 

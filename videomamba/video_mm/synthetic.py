@@ -255,4 +255,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
+from videomamba.core.cli import UserError, create_model, registered_model
+from videomamba.core.text_lists import read_list_lines
 from videomamba.core.video_io import VideoDecodeError, open_video
 from videomamba.video_sm.datasets import load_test_views, long_video_windows
 
@@ -51,9 +52,9 @@ SIZE_FLAGS = {"num_frames": "num_frames", "tubelet_size": "kernel_size", "input_
 
 def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
     """Class names, one per line (blank lines skipped); errors name the file."""
-    names = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    names = [line for _, line in read_list_lines(path, "labels file", skip_comments=False)]
     if len(names) < num_classes:
-        raise ValueError(f"{path}: {len(names)} class names for a model with {num_classes} classes")
+        raise UserError(f"{path}: {len(names)} class names for a model with {num_classes} classes")
     return names
 
 
@@ -61,11 +62,11 @@ def build_predictor(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str
     """The model with the checkpoint's weights, in eval mode, and the kwargs it was built with."""
     checkpoint = load_checkpoint_file(args.checkpoint)
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{args.checkpoint}: not a checkpoint dictionary")
+        raise UserError(f"{args.checkpoint}: not a checkpoint dictionary")
     saved_kwargs = checkpoint.get("model_kwargs") if isinstance(checkpoint.get("model_kwargs"), dict) else {}
     name = args.model or checkpoint.get("model_name")
     if not name:
-        raise ValueError(f"{args.checkpoint} does not record its model: pass --model (e.g. videomamba_tiny)")
+        raise UserError(f"{args.checkpoint} does not record its model: pass --model (e.g. videomamba_tiny)")
     kwargs: dict[str, Any] = {**saved_kwargs}
     kwargs.pop("use_checkpoint", None)
     for flag, key in SIZE_FLAGS.items():
@@ -76,10 +77,10 @@ def build_predictor(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str
     if "num_classes" not in kwargs:
         head = extract_state_dict(checkpoint, source=args.checkpoint).get("head.weight")
         if head is None:
-            raise ValueError(f"{args.checkpoint} has no classifier (head.weight); it cannot predict classes")
+            raise UserError(f"{args.checkpoint} has no classifier (head.weight); it cannot predict classes")
         kwargs["num_classes"] = head.shape[0]
     kwargs.update(args.model_kwargs)
-    model = timm.create_model(name, pretrained=False, **kwargs)
+    model = create_model(name, pretrained=False, **kwargs)
     load_pretrained(model, checkpoint, key="model" if "model" in checkpoint else None, verbose=False)
     return model.to(args.device).eval(), kwargs
 
@@ -145,8 +146,8 @@ def extract_features(
         window_path = out.with_name(out.stem + ".windows.npy")
         np.save(window_path, torch.stack(per_window).numpy())
         written.append(window_path)
-        print(f"{len(windows)} windows of {args.window_seconds:g} s -> {window_path}")
-    print(f"features ({pooled.numel()},) -> {out}")
+        print(f"{len(windows)} windows of {args.window_seconds:g} s -> {window_path}", file=sys.stderr)
+    print(f"features ({pooled.numel()},) -> {out}", file=sys.stderr)  # stdout stays the result (--json)
     return written
 
 
@@ -154,7 +155,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Predict the class of one video (or extract its features)")
     parser.add_argument("video", help="video file, frame folder or gif")
     parser.add_argument("--checkpoint", required=True, help="training checkpoint or released weights")
-    parser.add_argument("--model", default=None, help="registered model (default: the one in the checkpoint)")
+    parser.add_argument(
+        "--model", default=None, type=registered_model, help="registered model (default: the one in the checkpoint)"
+    )
     parser.add_argument("--model_kwargs", default="{}", type=json.loads, help="extra model arguments as JSON")
     parser.add_argument("--labels", default=None, help="class names, one per line")
     parser.add_argument("--topk", default=5, type=int)
@@ -199,4 +202,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))

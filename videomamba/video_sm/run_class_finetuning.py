@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
+from videomamba.core.cli import MissingFileError, UserError, registered_model
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
 from videomamba.core.logs import RunLog
 from videomamba.core.optim import (
@@ -86,7 +87,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--print_freq", default=10, type=int, help="(new) progress line every N steps")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="videomamba_tiny", help="registered model name")
+    model.add_argument("--model", default="videomamba_tiny", type=registered_model, help="registered model name")
     model.add_argument(
         "--tubelet_size", default=1, type=int, help="frames per patch (kernel_size); 1 in every released model"
     )
@@ -282,7 +283,7 @@ def build_loaders(
         **common,
     )
     if len(loader_train) < args.update_freq:
-        raise ValueError(
+        raise UserError(
             f"{len(dataset_train)} training videos give {len(loader_train)} full batches of {args.batch_size} per "
             f"process ({world} processes), fewer than --update_freq {args.update_freq}: lower --batch_size"
         )
@@ -302,20 +303,20 @@ def build_criterion(args: argparse.Namespace, mixup_active: bool) -> torch.nn.Mo
 def check_args(args: argparse.Namespace) -> None:
     """Clear errors for flag combinations that cannot work."""
     if args.regression and args.nb_classes != 1:
-        raise ValueError(f"--regression predicts one value: pass --nb_classes 1 (got {args.nb_classes})")
+        raise UserError(f"--regression predicts one value: pass --nb_classes 1 (got {args.nb_classes})")
     if args.regression and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax):
-        raise ValueError("--regression cannot mix targets: pass --mixup 0 --cutmix 0")
+        raise UserError("--regression cannot mix targets: pass --mixup 0 --cutmix 0")
     mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
     if mixing and not args.eval and (args.batch_size * args.num_sample) % 2:
         # Mixup pairs each clip with the batch flipped; caught here instead of at the first training step.
-        raise ValueError(
+        raise UserError(
             f"mixup/cutmix need an even number of clips per batch, got --batch_size {args.batch_size} x "
             f"--num_sample {args.num_sample}: use an even --batch_size, or --mixup 0 --cutmix 0"
         )
     if args.update_freq < 1:
-        raise ValueError(f"--update_freq must be at least 1, got {args.update_freq}")
+        raise UserError(f"--update_freq must be at least 1, got {args.update_freq}")
     if args.data_path and not os.path.isdir(args.data_path):
-        raise FileNotFoundError(f"--data_path {args.data_path}: not a folder (it must hold train/val/test.csv)")
+        raise MissingFileError(f"--data_path {args.data_path}: not a folder (it must hold train/val/test.csv)")
     if args.enable_deepspeed:
         warnings.warn("--enable_deepspeed is ignored: this code base trains with torch AMP and DDP", stacklevel=2)
 
@@ -521,7 +522,7 @@ def _evaluate_only(
         print(f"Testing {path}")
         load_pretrained(model, path)  # a training checkpoint's 'model' entry or a released state dict
     elif not args.finetune:
-        raise FileNotFoundError("--eval needs weights: --resume FILE, --finetune FILE, or a checkpoint in --output_dir")
+        raise MissingFileError("--eval needs weights: --resume FILE, --finetune FILE, or a checkpoint in --output_dir")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     metrics = final_test(args, model, loader_test, output_dir, eval_kwargs)
@@ -541,4 +542,6 @@ def cli(argv: list[str] | None = None, regression: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(cli))

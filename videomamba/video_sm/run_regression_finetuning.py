@@ -19,4 +19,6 @@ if not __package__:
 from videomamba.video_sm.run_class_finetuning import cli
 
 if __name__ == "__main__":
-    sys.exit(cli(regression=True))
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(lambda: cli(regression=True)))

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 import videomamba.core.pretrain  # noqa: F401  (registers the *_pretrain students in timm)
 from videomamba.core.checkpoint import load_pretrained
 from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
+from videomamba.core.cli import MissingFileError, UserError, registered_model
 from videomamba.core.clip_teacher import CLIP_CONFIGS, build_clip_teacher, return_layers_from_interval
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
 from videomamba.core.logs import RunLog
@@ -94,7 +95,9 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--print_freq", default=10, type=int, help="(new) progress line every N steps")
 
     model = parser.add_argument_group("student")
-    model.add_argument("--model", default="videomamba_middle_pretrain", help="registered *_pretrain student")
+    model.add_argument(
+        "--model", default="videomamba_middle_pretrain", type=registered_model, help="registered *_pretrain student"
+    )
     model.add_argument("--tubelet_size", default=1, type=int, help="must be 1 to align with the per-frame teacher")
     model.add_argument("--input_size", default=224, type=int)
     model.add_argument("--drop_path", default=0.0, type=float)
@@ -181,7 +184,7 @@ def teacher_weights_path(args: argparse.Namespace) -> str:
     folder = os.environ.get(TEACHER_PATH_ENV)
     file_name = TEACHER_FILES.get(args.clip_teacher)
     if not folder or not file_name:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"the {args.clip_teacher} teacher needs weights: pass --clip_teacher_path FILE (CLIP visual.* keys) "
             f"or set ${TEACHER_PATH_ENV} to a folder holding clip_visual_encoder/{file_name or '<file>'}"
         )
@@ -192,7 +195,7 @@ def build_teacher(args: argparse.Namespace) -> torch.nn.Module:
     """The frozen CLIP teacher, weights loaded strictly."""
     config = CLIP_CONFIGS[args.clip_teacher]
     if config.width != args.clip_teacher_embed_dim or config.output_dim != args.clip_output_dim:
-        raise ValueError(
+        raise UserError(
             f"{args.clip_teacher} has width {config.width} and output {config.output_dim}; got "
             f"--clip_teacher_embed_dim {args.clip_teacher_embed_dim} --clip_output_dim {args.clip_output_dim}"
         )
@@ -228,7 +231,7 @@ def build_student(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, 
     print(f"Creating student: {args.model} {kwargs}")
     student = timm.create_model(args.model, pretrained=False, **kwargs)
     if args.clip_decoder_embed_dim is not None and args.clip_decoder_embed_dim != student.embed_dim:
-        raise ValueError(
+        raise UserError(
             f"--clip_decoder_embed_dim {args.clip_decoder_embed_dim} must equal the width of {args.model} "
             f"({student.embed_dim}): the decoders read the student's tokens"
         )
@@ -238,10 +241,10 @@ def build_student(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, 
 def check_alignment(args: argparse.Namespace, student: torch.nn.Module, teacher: torch.nn.Module) -> None:
     """Student and teacher must tokenise a clip into the same grid, or the targets cannot be matched."""
     if args.tubelet_size != 1:
-        raise ValueError(f"--tubelet_size {args.tubelet_size}: the CLIP teacher encodes single frames, use 1")
+        raise UserError(f"--tubelet_size {args.tubelet_size}: the CLIP teacher encodes single frames, use 1")
     student_grid = tuple(student.patch_embed.grid_size)
     if student_grid != (teacher.grid_size, teacher.grid_size):
-        raise ValueError(
+        raise UserError(
             f"student patch grid {student_grid} (input {args.input_size}) differs from the teacher's "
             f"{teacher.grid_size}x{teacher.grid_size} (--clip_input_resolution {args.clip_input_resolution}, patch "
             f"{teacher.config.patch_size}); choose sizes with the same grid"
@@ -254,7 +257,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.video_reader is None:
         args.video_reader = "auto" if args.use_decord else "pyav"
     if args.data_path and not os.path.isfile(args.data_path):
-        raise FileNotFoundError(f"--data_path {args.data_path}: the pretraining list file does not exist")
+        raise MissingFileError(f"--data_path {args.data_path}: the pretraining list file does not exist")
     with distributed_session(args.device, args.dist_url, seed=args.seed) as (dist_info, device):
         return _run(args, dist_info, device)
 
@@ -292,7 +295,7 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         collate_fn=repeated_sample_collate if args.num_sample > 1 else None,
     )
     if len(loader) == 0:
-        raise ValueError(f"{len(dataset)} videos give no full batch of {args.batch_size} per process: lower it")
+        raise UserError(f"{len(dataset)} videos give no full batch of {args.batch_size} per process: lower it")
 
     total_batch = args.batch_size * world * args.num_sample
     scale = total_batch / 256.0
@@ -373,4 +376,6 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(cli))

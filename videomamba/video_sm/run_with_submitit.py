@@ -65,4 +65,6 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(cli))

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from videomamba.core.cli import MissingFileError, UserError
 from videomamba.core.video_io import UnreadableVideoPolicy, VideoDecodeError
 
 from .media import MediaReader
@@ -60,7 +61,7 @@ class MediaSource:
 
     def __post_init__(self) -> None:
         if self.media_type not in MEDIA_TYPES:
-            raise ValueError(f"{self.anno_path}: media_type must be one of {MEDIA_TYPES}, got {self.media_type!r}")
+            raise UserError(f"{self.anno_path}: media_type must be one of {MEDIA_TYPES}, got {self.media_type!r}")
 
 
 def media_sources(node: Mapping | Sequence) -> list[MediaSource]:
@@ -70,7 +71,7 @@ def media_sources(node: Mapping | Sequence) -> list[MediaSource]:
     for item in items:
         missing = {"anno_path", "media_root", "media_type"} - set(item)
         if missing:
-            raise ValueError(f"corpus entry {dict(item)} lacks {sorted(missing)}")
+            raise UserError(f"corpus entry {dict(item)} lacks {sorted(missing)}")
         sources.append(MediaSource(str(item["anno_path"]), str(item["media_root"]), str(item["media_type"])))
     return sources
 
@@ -78,33 +79,36 @@ def media_sources(node: Mapping | Sequence) -> list[MediaSource]:
 def _read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found")
+        raise MissingFileError(f"{path}: annotation file not found")
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+        raise UserError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{error.object[error.start]:02x})") from None
 
 
 def load_annotations(source: MediaSource, required: Sequence[str] = ("caption",)) -> list[dict[str, Any]]:
     """Entries of an annotation file, each with ``media`` (the joined path) and ``media_type`` added."""
     entries = _read_json(source.anno_path)
     if not isinstance(entries, list):
-        raise ValueError(f"{source.anno_path}: expected a JSON list of objects, got {type(entries).__name__}")
+        raise UserError(f"{source.anno_path}: expected a JSON list of objects, got {type(entries).__name__}")
     loaded = []
     for index, entry in enumerate(entries):
         where = f"{source.anno_path}: entry {index}"
         if not isinstance(entry, dict):
-            raise ValueError(f"{where}: expected an object, got {type(entry).__name__}")
+            raise UserError(f"{where}: expected an object, got {type(entry).__name__}")
         relative = entry.get(source.media_type)
         if not isinstance(relative, str) or not relative:
-            raise ValueError(f"{where}: no '{source.media_type}' path (keys: {sorted(entry)})")
+            raise UserError(f"{where}: no '{source.media_type}' path (keys: {sorted(entry)})")
         missing = [key for key in required if key not in entry]
         if missing:
-            raise ValueError(f"{where}: missing {missing}")
+            raise UserError(f"{where}: missing {missing}")
         loaded.append({**entry, "media": os.path.join(source.media_root, relative), "media_type": source.media_type})
     if not loaded:
-        raise ValueError(f"{source.anno_path}: no entries")
+        raise UserError(f"{source.anno_path}: no entries")
     return loaded
 
 
@@ -114,14 +118,14 @@ def _caption_list(entry: dict[str, Any], source: str) -> list[str]:
         return [captions]
     if isinstance(captions, list) and captions and all(isinstance(c, str) for c in captions):
         return list(captions)
-    raise ValueError(f"{source}: 'caption' of {entry['media']} must be a string or a non-empty list of strings")
+    raise UserError(f"{source}: 'caption' of {entry['media']} must be a string or a non-empty list of strings")
 
 
 def load_answer_list(path: str | Path) -> list[str]:
     """The candidate answers of a QA data set: a JSON list of strings."""
     answers = _read_json(path)
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-        raise ValueError(f"{path}: expected a non-empty JSON list of answer strings")
+        raise UserError(f"{path}: expected a non-empty JSON list of answer strings")
     return answers
 
 
@@ -170,10 +174,10 @@ class CaptionDataset(_MediaDataset):
     ) -> None:
         super().__init__(reader, train)
         if positives not in ("sample", "media"):
-            raise ValueError(f"positives must be 'sample' or 'media', got {positives!r}")
+            raise UserError(f"positives must be 'sample' or 'media', got {positives!r}")
         media_types = {source.media_type for source in sources}
         if len(media_types) != 1:
-            raise ValueError(f"a CaptionDataset holds one media type; got {sorted(media_types)} (split by type)")
+            raise UserError(f"a CaptionDataset holds one media type; got {sorted(media_types)} (split by type)")
         self.media_type = media_types.pop()
         self.pairs: list[tuple[str, str, int]] = []
         media_ids: dict[str, int] = {}
@@ -248,9 +252,9 @@ class MultipleChoiceDataset(_MediaDataset):
             options = _caption_list(entry, source.anno_path)
             answer = entry["answer"]
             if not isinstance(answer, int) or not 0 <= answer < len(options):
-                raise ValueError(f"{source.anno_path}: entry {index}: answer {answer!r} is not an option index")
+                raise UserError(f"{source.anno_path}: entry {index}: answer {answer!r} is not an option index")
             if len(options) != len(_caption_list(self.entries[0], source.anno_path)):
-                raise ValueError(f"{source.anno_path}: entry {index}: every question needs the same number of options")
+                raise UserError(f"{source.anno_path}: entry {index}: every question needs the same number of options")
             self.options.append([pre_text(o, max_words) for o in options])
             self.answers.append(answer)
 
@@ -280,9 +284,9 @@ class QADataset(_MediaDataset):
                 answers = entry.get("answer", [])
                 answers = [answers] if isinstance(answers, str) else answers
                 if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-                    raise ValueError(f"{source.anno_path}: entry {index}: 'answer' must be a string or strings")
+                    raise UserError(f"{source.anno_path}: entry {index}: 'answer' must be a string or strings")
                 if train and not answers:
-                    raise ValueError(f"{source.anno_path}: entry {index}: a training question needs an answer")
+                    raise UserError(f"{source.anno_path}: entry {index}: a training question needs an answer")
                 self.entries.append(
                     dict(
                         media=entry["media"],

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from videomamba.core.cli import UserError
 from videomamba.core.distributed import get_rank, get_world_size, is_dist_initialized, seed_worker
 
 __all__ = ["MediaInterleavedLoader", "build_loader"]
@@ -51,7 +52,7 @@ def build_loader(
         persistent_workers=num_workers > 0 and train,
     )
     if train and len(loader) == 0:
-        raise ValueError(
+        raise UserError(
             f"{type(dataset).__name__} of {len(dataset)} samples gives no full batch of {batch_size} per rank "
             f"({get_world_size()} ranks); lower the batch size"
         )

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from transformers import BatchEncoding, BertTokenizer
 
+from videomamba.core.cli import MissingFileError
+
 __all__ = ["load_tokenizer", "pre_text", "tokenize"]
 
 _DROPPED_PUNCTUATION = re.compile(r"[,.'!?\"()*#:;~]")
@@ -31,7 +33,7 @@ def load_tokenizer(folder: str | Path) -> BertTokenizer:
     """``BertTokenizer`` from a local folder holding ``vocab.txt`` (never downloads)."""
     folder = Path(folder)
     if not (folder / "vocab.txt").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{folder}: no vocab.txt. The tokenizer is read from a local BERT folder (e.g. bert-base-uncased with "
             "vocab.txt and config.json); set model.text_encoder.pretrained or model_dir to it"
         )

@@ -33,6 +33,9 @@ from transformers.models.bert.modeling_bert import (
     BertOutput,
 )
 
+from videomamba.core.checkpoint import CheckpointError, load_checkpoint_file
+from videomamba.core.cli import MissingFileError
+
 __all__ = ["BertTextEncoder", "BertWithLMHead", "build_bert_config", "load_bert_weights"]
 
 MODES = ("text", "fusion", "multimodal")
@@ -48,7 +51,7 @@ def build_bert_config(source: str | Path, **updates: object) -> BertConfig:
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: BERT config not found")
+        raise MissingFileError(f"{path}: BERT config not found")
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -234,13 +237,10 @@ def load_bert_weights(model: BertTextEncoder | BertWithLMHead, folder: str | Pat
     folder = Path(folder)
     weight_file = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
     if weight_file is None:
-        raise FileNotFoundError(f"{folder}: no BERT weights ({' or '.join(WEIGHT_FILES)})")
-    if weight_file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weight_file))
-    else:
-        state = torch.load(weight_file, map_location="cpu", weights_only=True)
+        raise MissingFileError(f"{folder}: no BERT weights ({' or '.join(WEIGHT_FILES)})")
+    state = load_checkpoint_file(weight_file, what="BERT weights")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weight_file}: holds a {type(state).__name__}, not a BERT state dict")
     state = {_hf_key(k): v for k, v in state.items()}
     if isinstance(model, BertTextEncoder):
         state = {k.removeprefix("bert."): v for k, v in state.items()}

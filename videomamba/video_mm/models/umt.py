@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from videomamba.core.clip_teacher import build_clip_teacher, keep_out_of_state_dict, return_layers_from_interval
 from videomamba.core.masking import build_mask, gather_visible, prepend_cls_column
 
-from ..config import resolve_package_path
+from ..config import ConfigError, resolve_package_path
 from .bert import BertTextEncoder, BertWithLMHead, build_bert_config, copy_config, load_bert_weights
 from .losses import mask_tokens_for_mlm, sample_hard_negatives, similarity, uta_loss, vtc_loss
 from .vision import VideoTextVisionEncoder, VisionOutput
@@ -86,12 +86,24 @@ def build_text_encoder(
     cls = BertWithLMHead if with_lm_head else BertTextEncoder
     encoder = cls(bert_config, int(text_config.fusion_layer), encoder_width)
     folder = Path(str(text_config.pretrained))
+    # Why the text encoder has no BERT weights, if it has none; a video-text checkpoint loaded later
+    # may still fill it, so the verdict is printed after that (text_encoder_origin).
+    encoder.missing_bert_weights = None
     try:
         load_bert_weights(encoder, folder)
     except FileNotFoundError as error:
-        print(f"text encoder: {error}; it starts from random initialisation")
+        encoder.missing_bert_weights = str(error)
     (encoder.bert if with_lm_head else encoder).gradient_checkpointing = gradient_checkpointing
     return encoder
+
+
+def text_encoder_origin(model: nn.Module, checkpoint_report: Any = None) -> str | None:
+    """Where the text encoder's weights came from, once every checkpoint is loaded (None: BERT, already said)."""
+    loaded = [k for k in getattr(checkpoint_report, "loaded", []) if k.startswith("text_encoder.")]
+    if loaded:
+        return f"text encoder: {len(loaded)} tensors from {checkpoint_report.source}"
+    reason = getattr(model.text_encoder, "missing_bert_weights", None)
+    return f"text encoder: {reason}; it starts from random initialisation" if reason else None
 
 
 class UMTVideoMamba(nn.Module):
@@ -395,7 +407,7 @@ def build_model(config: DictConfig, tokenizer: Any, is_pretrain: bool = False) -
     """The model named by ``config.model.model_cls``."""
     name = config.model.model_cls
     if name not in MODELS:
-        raise ValueError(f"model.model_cls {name!r} is not one of {sorted(MODELS)}")
+        raise ConfigError(f"model.model_cls {name!r} is not one of {sorted(MODELS)}")
     if MODELS[name] is UMTQAVideoMamba:
         return UMTQAVideoMamba(config, tokenizer)
     return MODELS[name](config, tokenizer, is_pretrain=is_pretrain)

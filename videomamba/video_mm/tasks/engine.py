@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from videomamba.core.checkpoint import load_pretrained
 from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, restore_training_state
+from videomamba.core.cli import UserError
 from videomamba.core.distributed import (
     any_across_ranks,
     barrier,
@@ -53,7 +54,7 @@ from ..data.media import ClipTransform, MediaReader
 from ..data.text import load_tokenizer, tokenize
 from ..evaluation import EvalSettings, evaluate_retrieval
 from ..models.loading import check_fits_for_evaluation, load_video_mm_checkpoint
-from ..models.umt import UMTVideoMamba, build_model
+from ..models.umt import UMTVideoMamba, build_model, text_encoder_origin
 
 __all__ = [
     "Run",
@@ -125,7 +126,7 @@ def start_run(config: DictConfig, evaluate_only: bool = False) -> Run:
     """Distributed init (torchrun, srun or single process), seeding, output folder, config dump, logs, tokenizer."""
     device_name = str(config.device)
     if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("config device is 'cuda' but CUDA is not available; add the override `device cpu`")
+        raise UserError("config device is 'cuda' but CUDA is not available; add the override `device cpu`")
     info = init_distributed(device_name, str(config.get("dist_url", "env://")))
     device = (
         torch.device("cuda", torch.cuda.current_device())
@@ -281,12 +282,15 @@ def prepare_model(run: Run, is_pretrain: bool) -> UMTVideoMamba:
     ``pretrained`` weights (masked video pretraining); move it to the run's device."""
     config = run.config
     model = build_model(config, run.tokenizer, is_pretrain=is_pretrain)
+    report = None
     if config.get("pretrained_path"):
         report = load_video_mm_checkpoint(model, config.pretrained_path)
         if run.evaluate:
             check_fits_for_evaluation(report)
     elif config.model.vision_encoder.get("pretrained"):
         load_pretrained(model.vision_encoder, config.model.vision_encoder.pretrained, strict=False)
+    if origin := text_encoder_origin(model, report):
+        print(origin)
     print(f"model: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f}M trainable parameters")
     return model.to(run.device)
 

@@ -24,4 +24,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))

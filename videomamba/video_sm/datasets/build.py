@@ -20,6 +20,8 @@ from argparse import Namespace
 
 from torch.utils.data import Dataset
 
+from videomamba.core.cli import UserError
+
 from .mixup import VideoMixup
 from .random_erasing import RandomErasing
 from .transforms import VideoEvalTransform, VideoPretrainTransform, VideoTrainTransform
@@ -43,7 +45,7 @@ def expected_num_classes(args: Namespace, regression: bool) -> int:
     if args.data_set == "LVU":
         count = lvu_num_classes(args.data_path)
         if count is None:
-            raise ValueError(
+            raise UserError(
                 f"LVU data path {args.data_path!r} names no classification task "
                 f"(relation, speak, scene, director, genre, writer, year); pass --regression for like/view"
             )
@@ -69,13 +71,13 @@ def build_dataset(is_train: bool, test_mode: bool, args: Namespace) -> tuple[Dat
     """
     data_set = args.data_set
     if data_set not in DATA_SETS:
-        raise ValueError(f"--data_set {data_set!r} is not supported; choose one of {DATA_SETS}")
+        raise UserError(f"--data_set {data_set!r} is not supported; choose one of {DATA_SETS}")
     mode = "train" if is_train else ("test" if test_mode else "val")
     list_file = os.path.join(args.data_path, {"train": "train.csv", "val": "val.csv", "test": "test.csv"}[mode])
     regression = _is_regression(args)
     nb_classes = expected_num_classes(args, regression)
     if nb_classes != args.nb_classes:
-        raise ValueError(
+        raise UserError(
             f"--data_set {data_set} at {args.data_path} has {nb_classes} classes but --nb_classes is {args.nb_classes}"
         )
 

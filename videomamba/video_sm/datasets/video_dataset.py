@@ -34,7 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from videomamba.core.cli import UserError
 from videomamba.core.masking import MASK_TYPES, build_mask
+from videomamba.core.text_lists import looks_like_an_extra_column, read_list_lines
 from videomamba.core.video_io import (
     UnreadableVideoPolicy,
     dense_clip_indices,
@@ -80,7 +82,7 @@ def _parse_label(text: str, regression: bool, where: str) -> int | float:
         return float(text) if regression else int(text)
     except ValueError:
         kind = "a number" if regression else "an integer class index"
-        raise ValueError(f"{where}: label {text!r} is not {kind}") from None
+        raise UserError(f"{where}: label {text!r} is not {kind}") from None
 
 
 def read_video_list(
@@ -100,59 +102,59 @@ def read_video_list(
         long:     ``path label duration_seconds`` (LVU, COIN, Breakfast windows)
         pretrain: ``path [label]`` or ``folder num_frames label`` (the pretraining lists)
     Labels are integer class indices, or floats with `regression`. Without `require_labels` a line
-    may hold only a path (label None), for prediction lists. Malformed lines raise ValueError naming
-    the file and line.
+    may hold only a path (label None), for prediction lists. Malformed lines (a stray column, non-UTF-8
+    bytes included) raise UserError naming the file and line.
     """
     if list_format not in LIST_FORMATS:
-        raise ValueError(f"list_format must be one of {LIST_FORMATS}, got {list_format!r}")
+        raise UserError(f"list_format must be one of {LIST_FORMATS}, got {list_format!r}")
     list_file = str(list_file)
-    if not os.path.isfile(list_file):
-        raise FileNotFoundError(f"list file not found: {list_file}")
     max_columns = 2 if list_format == "video" else 3
     records = []
-    # utf-8-sig: lists saved by spreadsheet or Windows editors start with a byte-order mark, which would
-    # otherwise become part of the first path.
-    with open(list_file, encoding="utf-8-sig") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            where = f"{list_file}:{line_number}"
-            fields = _split_line(line, delimiter, max_columns)
-            if list_format == "pretrain" and len(fields) == 3 and not fields[1].isdigit():
-                fields = _split_line(line, delimiter, 2)  # a path holding the delimiter, then the label
-            count = len(fields)
-            num_frames = duration = None
-            if list_format in ("video", "pretrain") and count == 1 and not require_labels:
-                label = None
-            elif list_format in ("video", "pretrain") and count == 2:
-                label = _parse_label(fields[1], regression, where)
-            elif list_format in ("frames", "pretrain") and count == 3:
-                if not fields[1].isdigit() or int(fields[1]) <= 0:
-                    raise ValueError(f"{where}: frame count {fields[1]!r} is not a positive integer")
-                num_frames, label = int(fields[1]), _parse_label(fields[2], regression, where)
-            elif list_format == "long" and count == 3:
-                label = _parse_label(fields[1], regression, where)
-                try:
-                    duration = float(fields[2])
-                except ValueError:
-                    raise ValueError(f"{where}: duration {fields[2]!r} is not a number of seconds") from None
-                if not duration > 0:
-                    raise ValueError(f"{where}: duration must be positive, got {duration}")
-            else:
-                expected = {
-                    "video": "path<d>label",
-                    "frames": "folder<d>num_frames<d>label",
-                    "long": "path<d>label<d>duration",
-                    "pretrain": "path<d>label or folder<d>num_frames<d>label",
-                }[list_format]
-                raise ValueError(f"{where}: expected {expected} with delimiter {delimiter!r}, got {line!r}")
-            if isinstance(label, int) and label < 0:
-                raise ValueError(f"{where}: negative class index {label}")
-            path = os.path.join(prefix, fields[0]) if prefix else fields[0]
-            records.append(VideoRecord(path, fields[0], label, line_number, num_frames, duration))
+    # A byte-order mark is dropped; a non-UTF-8 line is an error naming the file and line.
+    for line_number, line in read_list_lines(list_file):
+        where = f"{list_file}:{line_number}"
+        fields = _split_line(line, delimiter, max_columns)
+        if list_format == "pretrain" and len(fields) == 3 and not fields[1].isdigit():
+            fields = _split_line(line, delimiter, 2)  # a path holding the delimiter, then the label
+        count = len(fields)
+        full_path = os.path.join(prefix, fields[0]) if prefix else fields[0]
+        if count == max_columns and looks_like_an_extra_column(fields[0], delimiter, full_path):
+            columns = len(_split_line(line, delimiter, 100))
+            raise UserError(
+                f"{where}: {columns} columns with delimiter {delimiter!r}, expected at most {max_columns} "
+                f"in a {list_format} list (a stray column?); got {line!r}"
+            )
+        num_frames = duration = None
+        if list_format in ("video", "pretrain") and count == 1 and not require_labels:
+            label = None
+        elif list_format in ("video", "pretrain") and count == 2:
+            label = _parse_label(fields[1], regression, where)
+        elif list_format in ("frames", "pretrain") and count == 3:
+            if not fields[1].isdigit() or int(fields[1]) <= 0:
+                raise UserError(f"{where}: frame count {fields[1]!r} is not a positive integer")
+            num_frames, label = int(fields[1]), _parse_label(fields[2], regression, where)
+        elif list_format == "long" and count == 3:
+            label = _parse_label(fields[1], regression, where)
+            try:
+                duration = float(fields[2])
+            except ValueError:
+                raise UserError(f"{where}: duration {fields[2]!r} is not a number of seconds") from None
+            if not duration > 0:
+                raise UserError(f"{where}: duration must be positive, got {duration}")
+        else:
+            expected = {
+                "video": "path<d>label",
+                "frames": "folder<d>num_frames<d>label",
+                "long": "path<d>label<d>duration",
+                "pretrain": "path<d>label or folder<d>num_frames<d>label",
+            }[list_format]
+            raise UserError(f"{where}: expected {expected} with delimiter {delimiter!r}, got {line!r}")
+        if isinstance(label, int) and label < 0:
+            raise UserError(f"{where}: negative class index {label}")
+        path = os.path.join(prefix, fields[0]) if prefix else fields[0]
+        records.append(VideoRecord(path, fields[0], label, line_number, num_frames, duration))
     if not records:
-        raise ValueError(f"list file {list_file} holds no samples")
+        raise UserError(f"list file {list_file} holds no samples")
     return records
 
 
@@ -164,7 +166,7 @@ def long_video_windows(duration: float, window_seconds: float, stride_seconds: f
     only if it is at least half a window long; no window starts after it.
     """
     if window_seconds <= 0 or stride_seconds <= 0:
-        raise ValueError(f"window and stride must be positive, got {window_seconds}, {stride_seconds}")
+        raise UserError(f"window and stride must be positive, got {window_seconds}, {stride_seconds}")
     if duration <= window_seconds:
         return [(0.0, duration)]
     windows = []
@@ -283,13 +285,13 @@ class VideoClsDataset(_ListVideoReading, Dataset):
         max_read_attempts: int = 10,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise UserError(f"mode must be one of {MODES}, got {mode!r}")
         if sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+            raise UserError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if list_format not in ("video", "frames", "long"):
-            raise ValueError(f"list_format must be 'video', 'frames' or 'long', got {list_format!r}")
+            raise UserError(f"list_format must be 'video', 'frames' or 'long', got {list_format!r}")
         if test_num_segment < 1 or test_num_crop < 1 or num_sample < 1:
-            raise ValueError("test_num_segment, test_num_crop and num_sample must be at least 1")
+            raise UserError("test_num_segment, test_num_crop and num_sample must be at least 1")
         self.list_file = str(list_file)
         self.mode = mode
         self.sampling = sampling
@@ -305,7 +307,7 @@ class VideoClsDataset(_ListVideoReading, Dataset):
         if num_classes is not None and not regression:
             for record in self.records:
                 if not record.label < num_classes:
-                    raise ValueError(
+                    raise UserError(
                         f"{self.list_file}:{record.line_number}: class {record.label} out of range for "
                         f"{num_classes} classes (--nb_classes)"
                     )
@@ -420,11 +422,11 @@ class VideoPretrainDataset(_ListVideoReading, Dataset):
         max_read_attempts: int = 10,
     ) -> None:
         if sampling not in ("sparse", "dense"):
-            raise ValueError(f"pretraining sampling must be 'sparse' or 'dense', got {sampling!r}")
+            raise UserError(f"pretraining sampling must be 'sparse' or 'dense', got {sampling!r}")
         if mask_type not in MASK_TYPES:
-            raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}")
+            raise UserError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}")
         if num_frames % tubelet_size or input_size % patch_size:
-            raise ValueError(
+            raise UserError(
                 f"num_frames {num_frames} must divide by tubelet_size {tubelet_size} and input_size "
                 f"{input_size} by patch_size {patch_size}"
             )
@@ -490,7 +492,7 @@ def load_test_views(
     see `long_video_windows`). Raises `VideoDecodeError` when the video cannot be read.
     """
     if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        raise UserError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
     transform = VideoEvalTransform(input_size, short_side_size, num_crops)
     views = []
     with open_video(path, video_backend) as video:

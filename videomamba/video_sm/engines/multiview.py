@@ -55,7 +55,7 @@ def merge_views(
     """Merge per-view outputs into per-video results.
 
     Returns (metrics, rows): metrics in percent for classification (``top1``, ``top5`` when there
-    are at least 5 classes) or ``mse``/``mae`` for regression, plus ``num_videos`` and
+    are more than 5 classes) or ``mse``/``mae`` for regression, plus ``num_videos`` and
     ``num_views``; one row per video (sorted by video index) for predictions.jsonl.
     """
     views: dict[int, dict[tuple[int, ...], np.ndarray]] = {}
@@ -89,7 +89,7 @@ def merge_views(
         metrics.update(mse=float(np.mean(errors**2)), mae=float(np.mean(np.abs(errors))))
     else:
         metrics["top1"] = 100.0 * float(np.mean([r["prediction"] == r["label"] for r in rows]))
-        if rows[0]["num_classes"] >= 5:
+        if rows[0]["num_classes"] > 5:
             metrics["top5"] = 100.0 * float(np.mean([r["label"] in [c for c, _ in r["topk"][:5]] for r in rows]))
         for row in rows:
             del row["num_classes"]

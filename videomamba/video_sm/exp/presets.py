@@ -20,7 +20,6 @@ reports scripts that differ from the table).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -301,8 +300,9 @@ HEADER = """#!/usr/bin/env bash
 #
 # sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
 # (GPUS=1: a single process). Overrides, for other paths or for tests:
-#   environment: DATA_PATH ({data_help}), PREFIX (root of the video paths),
-#                OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS{init_help};
+#   environment: DATA_PATH ({data_help}), OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS;
+#                {clearable}: set empty, each
+#                leaves its flag out ({empty_examples});
 #   flags: arguments after the script name are appended, so they win over the ones below, e.g.
 #     GPUS=1 bash videomamba/video_sm/exp/{path} --device cpu --no_amp --epochs 1
 set -euo pipefail
@@ -316,7 +316,7 @@ declare -F videomamba_launch >/dev/null || {{ echo "run from the repository root
 JOB_NAME={job}
 CHECKPOINTS="${{VIDEOMAMBA_CHECKPOINTS:-$VIDEOMAMBA_ROOT/checkpoints}}"
 DATA_PATH="${{DATA_PATH:-{data_path}}}"
-PREFIX="${{PREFIX:-{prefix}}}"
+PREFIX="${{PREFIX-{prefix}}}"
 OUTPUT_DIR="${{OUTPUT_DIR:-$VIDEOMAMBA_ROOT/videomamba/video_sm/exp/{folder}/$JOB_NAME}}"
 export GPUS="${{GPUS:-{gpus}}}"
 """
@@ -326,24 +326,30 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-def _data_flags(recipe: Recipe) -> tuple[list[str], str, str]:
-    """(flags, default data path, default prefix) for the recipe's data set."""
+def _data_flags(recipe: Recipe) -> tuple[dict[str, str], str, str]:
+    """(dataset variables' defaults, default data path, default prefix) for the recipe's data set."""
     if recipe.dataset.startswith("lvu:"):
         _, task, data_set = recipe.dataset.split(":")
         regression = recipe.entry == "run_regression_finetuning.py"
-        flags = ["--data_set", data_set, "--nb_classes", "1" if regression else "10", "--split", "','"]
-        return flags, f"data/lvu/{task}", "data/lvu"
+        values = {"DATA_SET": data_set, "NB_CLASSES": "1" if regression else "10", "SPLIT": ","}
+        return values, f"data/lvu/{task}", "data/lvu"
     data_set, classes, split, folder, _ = DATASETS[recipe.dataset]
-    flags = ["--data_set", data_set, "--nb_classes", str(classes)]
-    if split != " ":
-        flags += ["--split", f"'{split}'"]
-    return flags, folder, folder
+    return {"DATA_SET": data_set, "NB_CLASSES": str(classes), "SPLIT": split}, folder, folder
+
+
+def _optional(flag: str, variable: str) -> str:
+    """The flag and the variable's value, or nothing when the variable is empty."""
+    return f'${{{variable}:+{flag} "${variable}"}}'
+
+
+# Dataset options read from the environment: variable -> runner flag.
+DATA_VARIABLES = {"DATA_SET": "--data_set", "NB_CLASSES": "--nb_classes", "SPLIT": "--split"}
 
 
 def _finetune_flags(recipe: Recipe) -> list[str]:
     seg, crop = recipe.test_views or DATASETS.get(recipe.dataset, (0, 0, 0, 0, (4, 3)))[4]
     flags = [
-        "--finetune", '"$FINETUNE"',
+        _optional("--finetune", "FINETUNE"),
         "--num_frames", str(recipe.frames),
         "--tubelet_size", "1",
         "--input_size", str(recipe.resolution),
@@ -373,13 +379,13 @@ def _finetune_flags(recipe: Recipe) -> list[str]:
 def _pretrain_flags(recipe: Recipe) -> list[str]:
     return [
         "--data_path", '"$DATA_PATH/train.csv"',
-        "--split", "','",
+        _optional("--split", "SPLIT"),
         "--num_sample", "1",
         "--flip", "True",
         "--mask_type", "attention",
         "--mask_ratio", "0.8",
         "--clip_teacher", "clip_b16",
-        "--clip_teacher_path", '"${CLIP_TEACHER_PATH:-$CHECKPOINTS/clip_visual_encoder/vit_b16.pth}"',
+        _optional("--clip_teacher_path", "CLIP_TEACHER_PATH"),
         "--clip_loss_ratio", "1",
         "--clip_loss_type", "l2",
         "--clip_decoder_embed_dim", "576",
@@ -410,17 +416,17 @@ def recipe_flags(recipe: Recipe) -> list[str]:
     """The runner flags of a recipe as shell words (variables such as "$DATA_PATH" still quoted)."""
     flags = ["--model", recipe.model]
     if recipe.entry == "run_videomamba_pretraining.py":
-        flags += _pretrain_flags(recipe) + ["--prefix", '"$PREFIX"']
+        flags += _pretrain_flags(recipe) + [_optional("--prefix", "PREFIX")]
     else:
-        data_flags, _, _ = _data_flags(recipe)
-        flags += ["--data_path", '"$DATA_PATH"', "--prefix", '"$PREFIX"', *data_flags, *recipe.extra]
+        flags += ["--data_path", '"$DATA_PATH"', _optional("--prefix", "PREFIX")]
+        flags += [_optional(flag, variable) for variable, flag in DATA_VARIABLES.items()] + recipe.extra
         flags += _finetune_flags(recipe)
     return flags + ["--output_dir", '"$OUTPUT_DIR"']
 
 
 def render(recipe: Recipe) -> str:
     """The sbatch script of one recipe."""
-    data_flags, data_path, prefix = _data_flags(recipe)
+    data_values, data_path, prefix = _data_flags(recipe)
     pretraining = recipe.entry == "run_videomamba_pretraining.py"
     folder = str(Path(recipe.path).parent)
     job = f"{folder.replace('/', '_')}_{Path(recipe.path).stem.removeprefix('run_')}"
@@ -430,7 +436,13 @@ def render(recipe: Recipe) -> str:
         per_node=min(8, recipe.gpus),
         description=recipe.description,
         data_help="its train.csv" if pretraining else "folder of train/val/test.csv",
-        init_help=", CLIP_TEACHER_PATH" if pretraining else ", FINETUNE",
+        clearable=(
+            "PREFIX (root of the video paths), SPLIT (list delimiter), CLIP_TEACHER_PATH"
+            if pretraining
+            else "PREFIX (root of the video paths), DATA_SET, NB_CLASSES, SPLIT (list delimiter), FINETUNE"
+        ),
+        empty_examples="PREFIX= takes the list paths as they are"
+        + ("" if pretraining else ", FINETUNE= trains from scratch"),
         path=recipe.path,
         up="/".join([".."] * (len(Path(recipe.path).parts) + 2)),
         data_path=data_path,
@@ -438,11 +450,17 @@ def render(recipe: Recipe) -> str:
         folder=folder,
         gpus=recipe.gpus,
     )
+    # `${VAR-default}`: an unset variable takes the recipe's value, an empty one clears the flag.
+    if pretraining:
+        text += 'SPLIT="${SPLIT-,}"\n'
+        text += 'CLIP_TEACHER_PATH="${CLIP_TEACHER_PATH-$CHECKPOINTS/clip_visual_encoder/vit_b16.pth}"\n'
+    else:
+        text += "".join(f'{variable}="${{{variable}-{value}}}"\n' for variable, value in data_values.items())
     if recipe.init:
-        text += f'FINETUNE="${{FINETUNE:-$CHECKPOINTS/{recipe.init}}}"\n'
+        text += f'FINETUNE="${{FINETUNE-$CHECKPOINTS/{recipe.init}}}"\n'
     lines, current = [], ""
     for flag in recipe_flags(recipe):
-        if flag.startswith("--") and current:
+        if flag.startswith(("--", "${")) and current:
             lines.append(current)
             current = ""
         current = f"{current} {flag}".strip()
@@ -482,4 +500,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videomamba.core.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -10,8 +10,10 @@
 #
 # sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
 # (GPUS=1: a single process). Overrides, for other paths or for tests:
-#   environment: IMAGENET_ROOT (or ROOT_DIR_TRAIN, META_FILE_TRAIN, ROOT_DIR_VAL, META_FILE_VAL),
-#                OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS, FINETUNE;
+#   environment: IMAGENET_ROOT, OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS;
+#                DATA_SET, ROOT_DIR_TRAIN, META_FILE_TRAIN, ROOT_DIR_VAL, META_FILE_VAL, FINETUNE: set empty,
+#                each leaves its flag out (META_FILE_TRAIN= META_FILE_VAL= read class folders
+#                under ROOT_DIR_TRAIN / ROOT_DIR_VAL, FINETUNE= trains from scratch);
 #   flags: arguments after the script name are appended, so they win over the ones below, e.g.
 #     GPUS=1 bash videomamba/image_sm/exp/videomamba_tiny/run448.sh --device cpu --no_amp --epochs 1
 set -euo pipefail
@@ -26,16 +28,22 @@ IMAGENET_ROOT="${IMAGENET_ROOT:-data/imagenet}"
 CHECKPOINTS="${VIDEOMAMBA_CHECKPOINTS:-$VIDEOMAMBA_ROOT/checkpoints}"
 OUTPUT_DIR="${OUTPUT_DIR:-$VIDEOMAMBA_ROOT/videomamba/image_sm/exp/videomamba_tiny/$JOB_NAME}"
 export GPUS="${GPUS:-8}"
-FINETUNE="${FINETUNE:-$CHECKPOINTS/videomamba_t16_in1k_res224.pth}"
+# `${VAR-default}`: an unset variable takes the recipe's value, an empty one clears the flag.
+DATA_SET="${DATA_SET-IMNET}"
+ROOT_DIR_TRAIN="${ROOT_DIR_TRAIN-$IMAGENET_ROOT/train}"
+META_FILE_TRAIN="${META_FILE_TRAIN-$IMAGENET_ROOT/meta/train.txt}"
+ROOT_DIR_VAL="${ROOT_DIR_VAL-$IMAGENET_ROOT/val}"
+META_FILE_VAL="${META_FILE_VAL-$IMAGENET_ROOT/meta/val.txt}"
+FINETUNE="${FINETUNE-$CHECKPOINTS/videomamba_t16_in1k_res224.pth}"
 
 videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/image_sm/main.py" \
     --model videomamba_tiny \
-    --finetune "$FINETUNE" \
-    --data-set IMNET \
-    --root_dir_train "${ROOT_DIR_TRAIN:-$IMAGENET_ROOT/train}" \
-    --meta_file_train "${META_FILE_TRAIN:-$IMAGENET_ROOT/meta/train.txt}" \
-    --root_dir_val "${ROOT_DIR_VAL:-$IMAGENET_ROOT/val}" \
-    --meta_file_val "${META_FILE_VAL:-$IMAGENET_ROOT/meta/val.txt}" \
+    ${FINETUNE:+--finetune "$FINETUNE"} \
+    ${DATA_SET:+--data-set "$DATA_SET"} \
+    ${ROOT_DIR_TRAIN:+--root_dir_train "$ROOT_DIR_TRAIN"} \
+    ${META_FILE_TRAIN:+--meta_file_train "$META_FILE_TRAIN"} \
+    ${ROOT_DIR_VAL:+--root_dir_val "$ROOT_DIR_VAL"} \
+    ${META_FILE_VAL:+--meta_file_val "$META_FILE_VAL"} \
     --input-size 448 \
     --batch-size 256 \
     --lr 5e-6 \

@@ -11,8 +11,9 @@
 #
 # sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
 # (GPUS=1: a single process). Overrides, for other paths or for tests:
-#   environment: DATA_PATH (folder of train/val/test.csv), PREFIX (root of the video paths),
-#                OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS, FINETUNE;
+#   environment: DATA_PATH (folder of train/val/test.csv), OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS;
+#                PREFIX (root of the video paths), DATA_SET, NB_CLASSES, SPLIT (list delimiter), FINETUNE: set empty, each
+#                leaves its flag out (PREFIX= takes the list paths as they are, FINETUNE= trains from scratch);
 #   flags: arguments after the script name are appended, so they win over the ones below, e.g.
 #     GPUS=1 bash videomamba/video_sm/exp/breakfast/videomamba_tiny/run_f64x224.sh --device cpu --no_amp --epochs 1
 set -euo pipefail
@@ -26,19 +27,22 @@ declare -F videomamba_launch >/dev/null || { echo "run from the repository root 
 JOB_NAME=breakfast_videomamba_tiny_f64x224
 CHECKPOINTS="${VIDEOMAMBA_CHECKPOINTS:-$VIDEOMAMBA_ROOT/checkpoints}"
 DATA_PATH="${DATA_PATH:-data/breakfast}"
-PREFIX="${PREFIX:-data/breakfast}"
+PREFIX="${PREFIX-data/breakfast}"
 OUTPUT_DIR="${OUTPUT_DIR:-$VIDEOMAMBA_ROOT/videomamba/video_sm/exp/breakfast/videomamba_tiny/$JOB_NAME}"
 export GPUS="${GPUS:-16}"
-FINETUNE="${FINETUNE:-$CHECKPOINTS/videomamba_t16_k400_f64_res224.pth}"
+DATA_SET="${DATA_SET-Kinetics_sparse}"
+NB_CLASSES="${NB_CLASSES-10}"
+SPLIT="${SPLIT-,}"
+FINETUNE="${FINETUNE-$CHECKPOINTS/videomamba_t16_k400_f64_res224.pth}"
 
 videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/run_class_finetuning.py" \
     --model videomamba_tiny \
     --data_path "$DATA_PATH" \
-    --prefix "$PREFIX" \
-    --data_set Kinetics_sparse \
-    --nb_classes 10 \
-    --split ',' \
-    --finetune "$FINETUNE" \
+    ${PREFIX:+--prefix "$PREFIX"} \
+    ${DATA_SET:+--data_set "$DATA_SET"} \
+    ${NB_CLASSES:+--nb_classes "$NB_CLASSES"} \
+    ${SPLIT:+--split "$SPLIT"} \
+    ${FINETUNE:+--finetune "$FINETUNE"} \
     --num_frames 64 \
     --tubelet_size 1 \
     --input_size 224 \

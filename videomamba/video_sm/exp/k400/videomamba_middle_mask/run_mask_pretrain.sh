@@ -11,8 +11,9 @@
 #
 # sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
 # (GPUS=1: a single process). Overrides, for other paths or for tests:
-#   environment: DATA_PATH (its train.csv), PREFIX (root of the video paths),
-#                OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS, CLIP_TEACHER_PATH;
+#   environment: DATA_PATH (its train.csv), OUTPUT_DIR, GPUS, PYTHON, VIDEOMAMBA_CHECKPOINTS;
+#                PREFIX (root of the video paths), SPLIT (list delimiter), CLIP_TEACHER_PATH: set empty, each
+#                leaves its flag out (PREFIX= takes the list paths as they are);
 #   flags: arguments after the script name are appended, so they win over the ones below, e.g.
 #     GPUS=1 bash videomamba/video_sm/exp/k400/videomamba_middle_mask/run_mask_pretrain.sh --device cpu --no_amp --epochs 1
 set -euo pipefail
@@ -26,20 +27,22 @@ declare -F videomamba_launch >/dev/null || { echo "run from the repository root 
 JOB_NAME=k400_videomamba_middle_mask_mask_pretrain
 CHECKPOINTS="${VIDEOMAMBA_CHECKPOINTS:-$VIDEOMAMBA_ROOT/checkpoints}"
 DATA_PATH="${DATA_PATH:-data/k400}"
-PREFIX="${PREFIX:-data/k400}"
+PREFIX="${PREFIX-data/k400}"
 OUTPUT_DIR="${OUTPUT_DIR:-$VIDEOMAMBA_ROOT/videomamba/video_sm/exp/k400/videomamba_middle_mask/$JOB_NAME}"
 export GPUS="${GPUS:-32}"
+SPLIT="${SPLIT-,}"
+CLIP_TEACHER_PATH="${CLIP_TEACHER_PATH-$CHECKPOINTS/clip_visual_encoder/vit_b16.pth}"
 
 videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/run_videomamba_pretraining.py" \
     --model videomamba_middle_pretrain \
     --data_path "$DATA_PATH/train.csv" \
-    --split ',' \
+    ${SPLIT:+--split "$SPLIT"} \
     --num_sample 1 \
     --flip True \
     --mask_type attention \
     --mask_ratio 0.8 \
     --clip_teacher clip_b16 \
-    --clip_teacher_path "${CLIP_TEACHER_PATH:-$CHECKPOINTS/clip_visual_encoder/vit_b16.pth}" \
+    ${CLIP_TEACHER_PATH:+--clip_teacher_path "$CLIP_TEACHER_PATH"} \
     --clip_loss_ratio 1 \
     --clip_loss_type l2 \
     --clip_decoder_embed_dim 576 \
@@ -63,6 +66,6 @@ videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/run_videomamba_pretraini
     --num_workers 12 \
     --save_ckpt_freq 100 \
     --bf16 \
-    --prefix "$PREFIX" \
+    ${PREFIX:+--prefix "$PREFIX"} \
     --output_dir "$OUTPUT_DIR" \
     "$@"
