@@ -231,7 +231,10 @@ class Lifecycle:
 
     def check_finite(self, epoch: int) -> None:
         """Stop (NonFiniteLossError, exit code 1) if the weights or the EMA hold NaN/Inf after `epoch`."""
-        for what, module in (("weights", self.state.model), ("EMA weights", getattr(self.state.model_ema, "module", None))):
+        for what, module in (
+            ("weights", self.state.model),
+            ("EMA weights", getattr(self.state.model_ema, "module", None)),
+        ):
             name = non_finite_tensor(module) if module is not None else None
             if name is not None:
                 step = f" (step {self.steps_per_epoch - 1}, its last)" if self.steps_per_epoch else ""
@@ -342,4 +345,3 @@ def _stored_epoch(path: Path) -> int | None:
         return None
     epoch = checkpoint.get("epoch") if isinstance(checkpoint, Mapping) else None
     return int(epoch) if epoch is not None else None
-

@@ -176,7 +176,9 @@ class RunLog:
         kept = [r for r in records if isinstance(r.get("epoch"), int) and r["epoch"] < epoch and not r.get("final")]
         later = sorted({r.get("epoch") for r in records if r not in kept and not r.get("final")}, key=str)
         if later:
-            warnings.warn(f"{self.path}: dropped the records of epochs {later} (redone from epoch {epoch})", stacklevel=2)
+            warnings.warn(
+                f"{self.path}: dropped the records of epochs {later} (redone from epoch {epoch})", stacklevel=2
+            )
         if last_record is not None and not any(r["epoch"] == last_record.get("epoch") for r in kept):
             kept.append(dict(last_record))
         from videomamba.core.checkpointing import atomic_write_text
@@ -204,4 +206,3 @@ class RunLog:
             if writer is not None:
                 writer.close()
         self.writer = self.step_writer = None
-

@@ -165,7 +165,7 @@ def test_image_sm_script_runs_under_sbatch(cluster, imagenet, tmp_path):
                          env=dict(IMAGENET_ROOT=str(imagenet), OUTPUT_DIR=str(out_dir)))  # fmt: skip
     log = cluster.assert_completed(job)
     assert "run_with" not in log and "main.py" in log  # the launcher ran the entry script itself
-    _assert_run_outputs(out_dir, "checkpoint.pth", [0])
+    _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
 
 
 @pytest.mark.slurm
@@ -177,7 +177,7 @@ def test_two_tasks_train_together_from_slurm_variables(cluster, imagenet, tmp_pa
     assert "+ srun" in log  # the launcher used srun inside the allocation
     for rank in (0, 1):
         assert f"distributed init (slurm, gloo): rank {rank}/2" in log, log[-3000:]
-    _assert_run_outputs(out_dir, "checkpoint.pth", [0])
+    _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
 
 
 def _submitit_job(cluster: Cluster, runner: str, args: list[str], out_dir: Path) -> str:
@@ -212,7 +212,7 @@ def test_image_sm_submitit_result_and_requeue_resume(cluster, imagenet, tmp_path
     # would: nothing more gets saved) and requeue the job: Slurm runs it again under the same id, and
     # the run must go on from its last checkpoint. (Slurm's own signals land only after KillWait:
     # submitit ignores SIGTERM, and these epochs take ~40 ms.)
-    checkpoint = out_dir / "checkpoint.pth"  # written atomically (rename), so it exists only when complete
+    checkpoint = out_dir / "checkpoint-latest.pth"  # written atomically (rename), so it exists only when complete
     deadline = time.monotonic() + 240
     while not checkpoint.exists() and time.monotonic() < deadline:
         assert cluster.state(job) not in TERMINAL, _submitit_logs(out_dir)
