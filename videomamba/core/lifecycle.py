@@ -125,7 +125,7 @@ class Lifecycle:
         tensorboard_dir: str | os.PathLike | None = None,
         log_enabled: bool = True,
     ):
-        """last_is_best: without a `best` metric, the last epoch is copied to checkpoint-best.pth."""
+        """last_is_best: when there is no `best` value to compare, the last epoch is copied to checkpoint-best.pth."""
         self.output_dir = Path(output_dir) if output_dir else None
         self.epochs = epochs
         self.state = state
@@ -313,11 +313,11 @@ class Lifecycle:
         return record
 
     def _update_best(self, epoch: int, record: dict[str, Any]) -> bool:
-        if self.best is None:
+        value = record.get(self.best.key) if self.best is not None else None
+        if value is None:  # nothing to compare (no metric, or none this epoch)
             is_best = self.last_is_best and epoch == self.epochs - 1
         else:
-            value = record.get(self.best.key)
-            is_best = self.best.improves(None if value is None else float(value), self.best_metric)
+            is_best = self.best.improves(float(value), self.best_metric)
             if is_best:
                 self.best_metric = float(value)
             if self.best.record_as and self.best_metric is not None:

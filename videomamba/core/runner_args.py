@@ -31,11 +31,14 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def scale_lr(lr: float, total_batch: int, reference: int, unscale: bool, flag: str = "--unscale_lr") -> float:
-    """lr * total_batch / reference (the original's linear scaling rule) unless ``unscale``; says what it did
-    and warns when the scaling shrinks the lr more than 10x (a small batch on a small data set)."""
+    """The lr factor: total_batch / reference (the original's linear scaling rule), or 1 with ``unscale``.
+
+    Says what it did, and warns when the scaling shrinks the lr more than 10x (a small batch on a
+    small data set, where the typed lr was probably meant as the lr itself).
+    """
     if unscale:
         print(f"lr {lr:g} used as given ({flag}; not scaled by the total batch {total_batch} / {reference})")
-        return lr
+        return 1.0
     factor = total_batch / reference
     scaled = lr * factor
     print(f"lr scaled by total batch {total_batch} / {reference}: {lr:g} -> {scaled:g}")
@@ -44,7 +47,7 @@ def scale_lr(lr: float, total_batch: int, reference: int, unscale: bool, flag: s
             f"Warning: the lr scaling shrinks --lr {lr:g} {1 / factor:.0f}x to {scaled:g}; if you meant {lr:g} as "
             f"the lr itself (e.g. a small batch on a small data set), pass {flag}"
         )
-    return scaled
+    return factor
 
 
 def resolve_precision(device: torch.device, amp: bool, bf16: bool) -> tuple[bool, torch.dtype, str]:

@@ -368,7 +368,7 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
     if args.eval:
         return _evaluate_only(args, model_without_ddp, model_ema, loader_val, eval_kwargs)
 
-    args.lr = scale_lr(args.lr, args.batch_size * dist_info.world_size, 512, args.unscale_lr, "--unscale-lr")
+    args.lr = args.lr * scale_lr(args.lr, args.batch_size * dist_info.world_size, 512, args.unscale_lr, "--unscale-lr")
     groups = param_groups(
         model_without_ddp, args.weight_decay, layer_decay=args.layer_decay, decay_flagged=args.decay_a_log
     )

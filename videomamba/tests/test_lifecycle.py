@@ -295,3 +295,12 @@ def test_tensorboard_scalars_of_redone_steps_are_replaced(tmp_path):
     epochs = EventAccumulator(str(out))
     epochs.Reload()
     assert [event.step for event in epochs.Scalars("train_loss")] == [0, 1]
+
+
+def test_progress_lines_come_at_least_every_few_seconds(monkeypatch, capsys):
+    from videomamba.core import metrics
+
+    monkeypatch.setattr(metrics, "PROGRESS_SECONDS", 0.0)  # every step is "slow"
+    list(metrics.MetricLogger().log_every(range(5), print_freq=1000, header="Epoch: [0]"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch: [0]  [")]
+    assert len(lines) == 5 and all("eta:" in line and "rate:" in line for line in lines)

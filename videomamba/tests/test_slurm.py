@@ -290,7 +290,7 @@ def test_video_mm_script_runs_under_sbatch(cluster, tmp_path):
     job = cluster.sbatch(script, *overrides, options=ONE_TASK, env=dict(OUTPUT_DIR=str(out_dir)))
     log = cluster.assert_completed(job, timeout=400)
     assert "tasks/pretrain.py" in log
-    _assert_run_outputs(out_dir, "ckpt_latest.pth", [0])
+    _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
     assert (out_dir / "config.yaml").is_file()
 
 

@@ -1,11 +1,12 @@
 """Run machinery shared by the video_mm tasks: command line, setup, data, the epoch loop and checkpoints.
 
 A run writes into ``output_dir``: ``config.yaml`` (the merged config), ``log.txt`` (one JSON line per
-epoch), TensorBoard events (per step and per epoch), ``ckpt_latest.pth`` every epoch (atomically
-replaced), ``ckpt_best.pth`` when the ``stop_key`` metric improves (the last epoch when stop_key is
-None), ``ckpt_{epoch:02d}.pth`` per epoch when ``save_latest`` is False, and ``eval_res_latest.json`` /
-``eval_res_best.json``. Re-running the same command resumes from ``ckpt_latest.pth`` (``auto_resume``).
-Checkpoints hold {model, optimizer, scaler, config, epoch, global_step, best_metric}; the model entry
+epoch), TensorBoard events (per step and per epoch), ``checkpoint-latest.pth`` every epoch (atomically
+replaced), ``checkpoint-best.pth`` when the ``stop_key`` metric improves (the last epoch when stop_key is
+None), ``checkpoint-{epoch}.pth`` per epoch when ``save_latest`` is False, and ``eval_res_latest.json`` /
+``eval_res_best.json``. Re-running the same command resumes from ``checkpoint-latest.pth`` (``auto_resume``).
+The epoch loop, resume and checkpoints are the shared lifecycle (videomamba/core/lifecycle.py); checkpoints
+also hold {config, task_state: {global_step}}; the model entry
 never includes the CLIP teacher.
 
 Mixed precision is ``torch.autocast`` (bf16 when ``bf16``, else fp16 with a GradScaler when ``fp16``);
@@ -30,7 +31,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from videomamba.core.checkpoint import load_pretrained
-from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, restore_training_state
 from videomamba.core.distributed import (
     any_across_ranks,
     barrier,
@@ -41,6 +41,7 @@ from videomamba.core.distributed import (
     seed_everything,
     setup_print,
 )
+from videomamba.core.lifecycle import Best, Lifecycle, TrainingState
 from videomamba.core.logs import RunLog
 from videomamba.core.metrics import MetricLogger
 from videomamba.core.optim import GradientStep, autocast, param_groups
@@ -73,6 +74,8 @@ __all__ = [
     "train_loader",
 ]
 
+# The record field holding the stop_key metric (r_mean or accuracy) that picks checkpoint-best.pth.
+STOP_METRIC = "stop_metric"
 StepFn = Callable[[nn.Module, str, Any], dict[str, torch.Tensor]]
 EvaluateFn = Callable[[nn.Module], dict[str, Any]]
 
@@ -440,62 +443,68 @@ def fit(
         float(schedule.get("warmup_epochs", 0)),
     )
     grad_step = GradientStep(run.device, fp16_scaling=run.amp and run.amp_dtype == torch.float16)
-    saver = CheckpointSaver(
-        run.output_dir or ".",
-        latest_name="ckpt_latest.pth",
-        best_name="ckpt_best.pth",
-        periodic_name="ckpt_{epoch:02d}.pth",
+    step_counter = StepCounter()
+    life = Lifecycle(
+        run.output_dir,
+        epochs,
+        TrainingState(
+            model,
+            optimizer,
+            grad_step=grad_step,
+            task_state=step_counter,
+            extra=dict(config=OmegaConf.to_container(config, resolve=True)),
+        ),
+        resume=config.get("resume") or None,
+        auto_resume=bool(config.get("auto_resume", True)),
         save_freq=0 if config.get("save_latest", True) else 1,
-        enabled=run.output_dir is not None and is_main_process(),
+        best=Best(STOP_METRIC) if config.get("stop_key") else None,
+        last_is_best=True,
+        steps_per_epoch=len(train_loader),
+        log_enabled=run.log.enabled,
     )
-    start_epoch, global_step, best_metric = 0, 0, None
-    resume = config.get("resume") or (
-        find_resume_checkpoint(run.output_dir, "ckpt_latest.pth") if config.get("auto_resume", True) else None
-    )
-    if resume:
-        state = restore_training_state(resume, model, optimizer, loss_scaler=grad_step)
-        start_epoch, global_step = int(state["epoch"]) + 1, int(state["global_step"])
-        best_metric = state.get("best_metric")
-        print(f"resumed from {resume} ({', '.join(state['restored'])}) at epoch {start_epoch}, step {global_step}")
-
-    run.log.resume_from(start_epoch)
-    results: dict[str, Any] = {}
+    run.log.close()
+    run.log = life.log
+    life.resume()
     stop_key = config.get("stop_key")
-    for epoch in range(start_epoch, epochs):
-        train_stats, global_step = train_one_epoch(
-            run, trained, model.temp, train_loader, step_fn, optimizer, grad_step, lr_schedule, epoch, global_step
-        )
-        results = evaluate_fn(model) if evaluate_fn is not None else {}
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        stats, step_counter.global_step = train_one_epoch(
+            run, trained, model.temp, train_loader, step_fn, optimizer, grad_step, lr_schedule, epoch,
+            step_counter.global_step,
+        )  # fmt: skip
+        return stats
+
+    results: dict[str, Any] = {}
+
+    def evaluate(epoch: int) -> dict[str, Any]:
+        results.clear()
+        results.update(evaluate_fn(model) if evaluate_fn is not None else {})
         metric = _stop_metric(results, stop_key)
-        if metric is None:  # nothing to compare: the last epoch counts as the best
-            is_best = epoch == epochs - 1
-        else:
-            is_best = best_metric is None or metric > best_metric
-            best_metric = metric if is_best else best_metric
-        # Logged before its checkpoint: a kill in between re-runs this epoch, whose record resume_from drops.
-        run.log.log_epoch({"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **_flatten(results)})
-        saver.save(
-            dict(
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scaler=grad_step.state_dict(),
-                config=OmegaConf.to_container(config, resolve=True),
-                epoch=epoch,
-                global_step=global_step,
-                best_metric=best_metric,
-            ),
-            epoch,
-            is_best=is_best,
-            is_last=epoch == epochs - 1,
-        )
+        return {**_flatten(results), **({STOP_METRIC: metric} if metric is not None else {})}
+
+    def after_epoch(epoch: int, record: Mapping[str, Any], is_best: bool) -> None:
         write_results(run, results, "eval_res_latest.json")
         if is_best:
             write_results(run, results, "eval_res_best.json")
         if results:
             print(f"epoch {epoch} evaluation: {json.dumps(results, sort_keys=True)}")
+
+    life.fit(train_epoch, evaluate, after_epoch)
     barrier()
-    run.log.close()
-    return results
+    return dict(results)
+
+
+class StepCounter:
+    """The optimizer step count across epochs (the lr schedule's index), saved in checkpoints."""
+
+    def __init__(self) -> None:
+        self.global_step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"global_step": self.global_step}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.global_step = int(state["global_step"])
 
 
 def caption_task(argv: list[str] | None, script: str, is_pretrain: bool) -> dict[str, Any]:
