@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
+import socket
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from videomamba.core import checkpointing
 from videomamba.core.checkpointing import BEST, LATEST, ResumeError, WriteError
-from videomamba.core.distributed import seed_everything
+from videomamba.core.distributed import get_rank, seed_everything, wrap_ddp
 from videomamba.core.lifecycle import Best, Lifecycle, TrainingState
 from videomamba.core.logs import read_log
 from videomamba.core.optim import GradientStep, NonFiniteLossError
@@ -41,8 +43,9 @@ class NoisyData(Dataset):
 
 
 def build(out, epochs=EPOCHS, **options):
-    seed_everything(0)
+    seed_everything(0, get_rank())
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.Linear(8, 2))
+    trained = wrap_ddp(model, torch.device("cpu"))  # the model itself without a process group
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.9)
     data = NoisyData()
@@ -54,7 +57,7 @@ def build(out, epochs=EPOCHS, **options):
     def train_epoch(epoch: int) -> dict[str, float]:
         total = 0.0
         for step, (x, y) in enumerate(loader):
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = nn.functional.cross_entropy(trained(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -304,3 +307,34 @@ def test_progress_lines_come_at_least_every_few_seconds(monkeypatch, capsys):
     list(metrics.MetricLogger().log_every(range(5), print_freq=1000, header="Epoch: [0]"))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch: [0]  [")]
     assert len(lines) == 5 and all("eta:" in line and "rate:" in line for line in lines)
+
+
+def _ddp_worker(rank: int, world: int, port: int, runs: list[tuple[str, int]]) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for out, epochs in runs:
+            run(out, epochs=epochs)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn_two(*runs: tuple[str, int]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, list(runs)), nprocs=2)
+
+
+def test_two_process_gloo_resume_is_bitwise_exact(tmp_path):
+    # The whole run, and one that stops after epoch 1 (a fresh process pair resumes it to the end).
+    _spawn_two((str(tmp_path / "whole"), EPOCHS), (str(tmp_path / "resumed"), 2))
+    _spawn_two((str(tmp_path / "resumed"), EPOCHS))
+    whole = torch.load(tmp_path / "whole" / LATEST, weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / LATEST, weights_only=True)
+    assert len(resumed["rng_states"]) == 2  # one per rank
+    assert not torch.equal(resumed["rng_states"][0]["torch"], resumed["rng_states"][1]["torch"])
+    assert all(torch.equal(resumed["model"][k], v) for k, v in whole["model"].items())

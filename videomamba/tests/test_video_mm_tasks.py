@@ -121,7 +121,21 @@ def test_pretraining_learns_retrieval_well_above_chance(pretrained):
 
 def test_zero_shot_retrieval_from_the_pretrained_checkpoint(pretrained, data):
     checkpoint = pretrained["runs"] / "unmasked/checkpoint-best.pth"
-    results = retrieval.main([str(EXP / "exp_zs/msrvtt/config.py"), *tiny(data), "pretrained_path", str(checkpoint)])
+    # Without the model-size overrides: the checkpoint's stored configuration rebuilds its model.
+    sizes = {
+        "model.vision_encoder.depth",
+        "model.vision_encoder.embed_dim",
+        "model.vision_encoder.patch_size",
+        "model.vision_encoder.img_size",
+        "inputs.image_res",
+        "model.embed_dim",
+        "model.text_encoder.fusion_layer",
+    }
+    overrides = tiny(data)
+    pairs = zip(overrides[::2], overrides[1::2], strict=True)
+    kept = [item for key, value in pairs if key not in sizes for item in (key, value)]
+    results = retrieval.main([str(EXP / "exp_zs/msrvtt/config.py"), *kept, "pretrained_path", str(checkpoint),
+                              "unscale_lr", "True"])  # fmt: skip
     # The same weights on the same videos and captions (the pretraining layout loaded into the retrieval model).
     for key, value in pretrained["unmasked"]["msrvtt_1k_test_emb/"].items():
         assert results["test_emb/"][key] == pytest.approx(value)

@@ -119,6 +119,7 @@ output_dir = None  # None: nothing saved (evaluation only: <folder of pretrained
 resume = ""  # a checkpoint to resume from; by default checkpoint-latest.pth in output_dir (auto_resume)
 auto_resume = True
 save_latest = True  # False: also keep checkpoint-{epoch}.pth of every epoch
+unscale_lr = True  # optimizer.lr is used as written: video_mm never scales it by the batch (False is refused)
 pretrained_path = ""  # a video-text checkpoint to start from (replaces vision_encoder.pretrained)
 log_freq = 100
 seed = 42

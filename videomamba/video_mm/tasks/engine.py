@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from videomamba.core.checkpoint import load_pretrained
+from videomamba.core.checkpoint import load_checkpoint_file, load_pretrained
 from videomamba.core.distributed import (
     any_across_ranks,
     barrier,
@@ -283,6 +283,9 @@ def prepare_model(run: Run, is_pretrain: bool) -> UMTVideoMamba:
     """Build the model; load ``pretrained_path`` (a video-text checkpoint) or else the vision encoder's
     ``pretrained`` weights (masked video pretraining); move it to the run's device."""
     config = run.config
+    if config.get("pretrained_path") and adopt_stored_model_config(config, config.pretrained_path, run.evaluate):
+        if run.output_dir is not None and is_main_process():
+            save_config(config, run.output_dir)
     model = build_model(config, run.tokenizer, is_pretrain=is_pretrain)
     if config.get("pretrained_path"):
         report = load_video_mm_checkpoint(model, config.pretrained_path)
@@ -292,6 +295,41 @@ def prepare_model(run: Run, is_pretrain: bool) -> UMTVideoMamba:
         load_pretrained(model.vision_encoder, config.model.vision_encoder.pretrained, strict=False)
     print(f"model: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f}M trainable parameters")
     return model.to(run.device)
+
+
+# The model's architecture in the config; evaluation also takes the input size the checkpoint was trained at.
+ARCHITECTURE_KEYS = (
+    *(
+        f"model.vision_encoder.{k}"
+        for k in ("name", "patch_size", "depth", "embed_dim", "kernel_size", "clip_output_dim")
+    ),
+    "model.text_encoder.config",
+    "model.text_encoder.fusion_layer",
+    "model.embed_dim",
+)
+EVALUATION_KEYS = ("model.vision_encoder.img_size", "inputs.image_res")
+
+
+def adopt_stored_model_config(config: DictConfig, path: str, evaluate: bool) -> list[str]:
+    """Take the model configuration stored in a checkpoint this code base wrote (``pretrained_path``):
+    it wins over the config file, with one printed line of what changed; released checkpoints
+    (no stored config) change nothing. Returns the changed keys."""
+    try:
+        stored = load_checkpoint_file(path).get("config")
+    except Exception:  # the checkpoint loader that follows reports unreadable files properly
+        return []
+    if not isinstance(stored, Mapping):
+        return []
+    stored = OmegaConf.create(dict(stored))
+    changed = []
+    for key in ARCHITECTURE_KEYS + (EVALUATION_KEYS if evaluate else ()):
+        value, current = OmegaConf.select(stored, key), OmegaConf.select(config, key)
+        if value is not None and value != current:
+            OmegaConf.update(config, key, value)
+            changed.append(f"{key} {value!r} (config: {current!r})")
+    if changed:
+        print(f"Model configuration from {path} (it wins over the config): {', '.join(changed)}")
+    return changed
 
 
 def build_optimizer(model: nn.Module, config: DictConfig) -> torch.optim.Optimizer:
@@ -434,6 +472,8 @@ def fit(
     if str(schedule.get("sched", "cosine")) != "cosine":
         raise ConfigError(f"scheduler.sched {schedule.sched!r} is not supported; use 'cosine'")
     epochs = int(schedule.epochs)
+    if not config.get("unscale_lr", True):
+        raise ConfigError("unscale_lr False: video_mm has no batch-size lr scaling; optimizer.lr is used as written")
     lr = float(config.optimizer.lr)
     lr_schedule = cosine_schedule(
         lr,
