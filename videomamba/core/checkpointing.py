@@ -144,19 +144,19 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to ``path`` through a temp file + fsync + os.replace; WriteError on failure."""
-    path = Path(path)
+def _replace_atomically(path: Path, fill: Callable[[Any], None], what: str) -> Path:
+    """Write a temp file next to `path` with fill(handle), fsync it, rename it over `path`.
+
+    A failed write raises WriteError (and removes the temp file); a kill leaves the temp file,
+    which the next resume removes, and `path` as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
-    file_operation(f"write {tmp.name}")
+    _remove_quietly(tmp)
+    file_operation(f"{what} {tmp.name}")
     try:
         with open(tmp, "wb") as handle:
-            writer = _RecordingWriter(handle)
-            try:
-                torch.save(obj, writer)
-            except RuntimeError as err:
-                raise write_error(path, writer.error or err) from err
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
         file_operation(f"rename {tmp.name} -> {path.name}")
@@ -164,47 +164,41 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     except WriteError:
         _remove_quietly(tmp)
         raise
-    except OSError as err:  # a kill (no exception) leaves the temp file, which the next resume removes
+    except OSError as err:
         _remove_quietly(tmp)
         raise write_error(path, err) from err
     _fsync_dir(path.parent)
     return path
 
 
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to ``path`` through a temp file + fsync + os.replace; WriteError on failure."""
+    path = Path(path)
+
+    def fill(handle) -> None:
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError as err:  # torch hides the OS error of a failed write behind its own
+            raise write_error(path, writer.error or err) from err
+
+    return _replace_atomically(path, fill, "write")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Replace a small text file (log.txt, config.json) atomically; WriteError on failure."""
-    path = Path(path)
-    tmp = _temp_name(path)
-    file_operation(f"write {tmp.name}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        file_operation(f"rename {tmp.name} -> {path.name}")
-        os.replace(tmp, path)
-    except OSError as err:
-        _remove_quietly(tmp)
-        raise write_error(path, err) from err
+    _replace_atomically(Path(path), lambda handle: handle.write(text.encode("utf-8")), "write")
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
     """Give dst the content of src atomically. A real copy, not a hard link: damage to one file
     must not reach the others, which are the fallbacks when the latest checkpoint is unreadable."""
-    tmp = _temp_name(dst)
-    _remove_quietly(tmp)
-    file_operation(f"copy {src.name} -> {tmp.name}")
-    try:
-        with open(src, "rb") as source, open(tmp, "wb") as target:
-            shutil.copyfileobj(source, target, 2**24)
-            target.flush()
-            os.fsync(target.fileno())
-        file_operation(f"rename {tmp.name} -> {dst.name}")
-        os.replace(tmp, dst)
-    except OSError as err:
-        _remove_quietly(tmp)
-        raise write_error(dst, err) from err
-    _fsync_dir(dst.parent)
+
+    def fill(handle) -> None:
+        with open(src, "rb") as source:
+            shutil.copyfileobj(source, handle, 2**24)
+
+    _replace_atomically(Path(dst), fill, f"copy {src.name} ->")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -58,7 +58,7 @@ from videomamba.core.distributed import all_gather_objects, barrier, get_rank, g
 from videomamba.core.logs import RunLog, read_log
 from videomamba.core.optim import NonFiniteLossError
 
-__all__ = ["Best", "Lifecycle", "TrainingState", "non_finite_tensor"]
+__all__ = ["Best", "Lifecycle", "TrainingState", "model_description", "non_finite_tensor"]
 
 CHECKPOINT_VERSION = 2
 
@@ -103,8 +103,28 @@ def non_finite_tensor(module: nn.Module) -> str | None:
     return None
 
 
+def model_description(name: str, kwargs: Mapping[str, Any], args: Any) -> dict[str, Any]:
+    """What a runner stores in its checkpoints beside the weights, so they rebuild their model."""
+    return dict(model_name=name, model_kwargs=plain_config(kwargs), args=plain_config(args))
+
+
 class Lifecycle:
     """Resume, epoch loop, checkpoints and logs of one run (see the module docstring)."""
+
+    @classmethod
+    def from_args(cls, args: Any, state: TrainingState, save_freq: int, **options: Any) -> Lifecycle:
+        """The lifecycle of a runner with the usual flags: --output_dir, --epochs, --resume,
+        --auto_resume/--no_auto_resume and --start_epoch."""
+        return cls(
+            args.output_dir or None,
+            args.epochs,
+            state,
+            resume=args.resume,
+            auto_resume=args.auto_resume,
+            start_epoch=args.start_epoch,
+            save_freq=save_freq,
+            **options,
+        )
 
     def __init__(
         self,

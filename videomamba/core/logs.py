@@ -71,6 +71,8 @@ def write_log_to_tensorboard(records: Iterable[Mapping[str, Any]], log_dir: str 
     writer = SummaryWriter(log_dir=str(log_dir))
     try:
         for index, record in enumerate(records):
+            if record.get("final"):  # the end-of-run record is not a point of the epoch curves
+                continue
             step = int(record.get("epoch", index))
             for tag, value in epoch_scalars(record).items():
                 writer.add_scalar(tag, value, step)

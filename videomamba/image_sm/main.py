@@ -33,7 +33,7 @@ import videomamba.image_sm.models  # noqa: F401  (registers the image models in 
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import LATEST, plain_config, restore_training_state
 from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp
-from videomamba.core.lifecycle import Best, Lifecycle, TrainingState
+from videomamba.core.lifecycle import Best, Lifecycle, TrainingState, model_description
 from videomamba.core.optim import (
     GradientStep,
     build_optimizer,
@@ -328,7 +328,6 @@ def _adopt_checkpoint_model(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict[str, Any]:
-    output_dir = Path(args.output_dir) if args.output_dir else None
     print(json.dumps(plain_config(args), sort_keys=True))
     _adopt_checkpoint_model(args)
     use_amp, dtype, precision = resolve_precision(device, args.if_amp, args.bf16)
@@ -386,16 +385,12 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         lr_scheduler,
         gradient_step,
         model_ema,
-        extra=dict(model_name=model_name, model_kwargs=plain_config(model_kwargs), args=plain_config(args)),
+        extra=model_description(model_name, model_kwargs, args),
     )
-    life = Lifecycle(
-        output_dir,
-        args.epochs,
+    life = Lifecycle.from_args(
+        args,
         state,
-        resume=args.resume,
-        auto_resume=args.auto_resume,
-        start_epoch=args.start_epoch,
-        save_freq=args.save_freq,
+        args.save_freq,
         best=Best("test_acc1", "max", record_as="max_accuracy"),
         samplers=(loader_train.sampler,),
         steps_per_epoch=len(loader_train),

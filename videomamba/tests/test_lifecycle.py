@@ -127,17 +127,22 @@ def kill_at(n: int):
     return hook
 
 
+def killed_run(out, n: int) -> None:
+    """run(out), killed at its n-th file operation."""
+    checkpointing.file_operation_hook = kill_at(n)
+    try:
+        with pytest.raises(SimulatedKill):
+            run(out)
+    finally:
+        checkpointing.file_operation_hook = None
+
+
 def test_kill_between_every_pair_of_file_operations_leaves_a_consistent_run(tmp_path, reference):
     operations = count_file_operations(tmp_path)
     assert operations >= 4 * EPOCHS
     for n in range(1, operations + 1):
         out = tmp_path / f"kill{n}"
-        checkpointing.file_operation_hook = kill_at(n)
-        try:
-            with pytest.raises(SimulatedKill):
-                run(out)
-        finally:
-            checkpointing.file_operation_hook = None
+        killed_run(out, n)
         run(out)
         assert_consistent(out, reference)
 
@@ -145,12 +150,7 @@ def test_kill_between_every_pair_of_file_operations_leaves_a_consistent_run(tmp_
 def test_repeated_kills_resume_to_the_same_weights(tmp_path, reference):
     out = tmp_path / "run"
     for n in (3, 5, 2, 7):  # each attempt dies at its n-th file operation
-        checkpointing.file_operation_hook = kill_at(n)
-        try:
-            with pytest.raises(SimulatedKill):
-                run(out)
-        finally:
-            checkpointing.file_operation_hook = None
+        killed_run(out, n)
     run(out)
     assert_consistent(out, reference)
 
@@ -338,3 +338,28 @@ def test_two_process_gloo_resume_is_bitwise_exact(tmp_path):
     assert len(resumed["rng_states"]) == 2  # one per rank
     assert not torch.equal(resumed["rng_states"][0]["torch"], resumed["rng_states"][1]["torch"])
     assert all(torch.equal(resumed["model"][k], v) for k, v in whole["model"].items())
+
+
+def test_every_runner_accepts_both_flag_spellings_and_unscale_lr():
+    from videomamba.image_sm.main import get_args_parser as image_parser
+    from videomamba.video_sm.run_class_finetuning import get_args_parser as finetune_parser
+    from videomamba.video_sm.run_videomamba_pretraining import get_args_parser as pretrain_parser
+
+    for build_parser in (image_parser, finetune_parser, pretrain_parser):
+        parser = build_parser(add_help=True)
+        for spelling in (["--batch-size", "3", "--unscale-lr"], ["--batch_size", "3", "--unscale_lr"]):
+            args = parser.parse_args([*spelling, "--output-dir", "x", "--no_auto_resume"])
+            assert args.batch_size == 3 and args.unscale_lr and args.output_dir == "x" and not args.auto_resume
+
+
+def test_precision_is_said_and_no_amp_wins(capsys):
+    from videomamba.core.runner_args import resolve_precision, scale_lr
+
+    assert resolve_precision(torch.device("cpu"), amp=True, bf16=False)[:2] == (False, torch.float32)
+    assert resolve_precision(torch.device("cpu"), amp=True, bf16=True)[:2] == (True, torch.bfloat16)
+    assert resolve_precision(torch.device("cpu"), amp=False, bf16=True)[2] == "fp32"
+    out = capsys.readouterr().out
+    assert "Precision: fp32 on cpu" in out and "--no_amp wins" in out
+    assert scale_lr(1e-3, 16, 256, unscale=False) == 16 / 256
+    assert "pass --unscale_lr" in capsys.readouterr().out
+    assert scale_lr(1e-3, 16, 256, unscale=True) == 1.0

@@ -37,7 +37,7 @@ import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models 
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import BEST, LATEST, plain_config, restore_training_state
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
-from videomamba.core.lifecycle import Best, Lifecycle, TrainingState
+from videomamba.core.lifecycle import Best, Lifecycle, TrainingState, model_description
 from videomamba.core.optim import (
     GradientStep,
     build_optimizer,
@@ -400,16 +400,12 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         optimizer,
         grad_step=gradient_step,
         model_ema=model_ema,
-        extra=dict(model_name=args.model, model_kwargs=plain_config(model_kwargs), args=plain_config(args)),
+        extra=model_description(args.model, model_kwargs, args),
     )
-    life = Lifecycle(
-        output_dir,
-        args.epochs,
+    life = Lifecycle.from_args(
+        args,
         state,
-        resume=args.resume,
-        auto_resume=args.auto_resume,
-        start_epoch=args.start_epoch,
-        save_freq=args.save_ckpt_freq,
+        args.save_ckpt_freq,
         save=args.save_ckpt,
         best=best if loader_val is not None else None,
         samplers=(loader_train.sampler,),

@@ -23,7 +23,6 @@ if not __package__:
 import argparse
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -35,7 +34,7 @@ from videomamba.core.checkpoint import load_pretrained
 from videomamba.core.checkpointing import plain_config
 from videomamba.core.clip_teacher import CLIP_CONFIGS, build_clip_teacher, return_layers_from_interval
 from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp
-from videomamba.core.lifecycle import Lifecycle, TrainingState
+from videomamba.core.lifecycle import Lifecycle, TrainingState, model_description
 from videomamba.core.masking import MASK_TYPES
 from videomamba.core.optim import (
     GradientStep,
@@ -252,7 +251,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict[str, Any]:
-    output_dir = Path(args.output_dir) if args.output_dir else None
     print(json.dumps(plain_config(args), sort_keys=True))
 
     student, student_kwargs = build_student(args)
@@ -303,16 +301,12 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         student,
         optimizer,
         grad_step=gradient_step,
-        extra=dict(model_name=args.model, model_kwargs=plain_config(student_kwargs), args=plain_config(args)),
+        extra=model_description(args.model, student_kwargs, args),
     )
-    life = Lifecycle(
-        output_dir,
-        args.epochs,
+    life = Lifecycle.from_args(
+        args,
         state,
-        resume=args.resume,
-        auto_resume=args.auto_resume,
-        start_epoch=args.start_epoch,
-        save_freq=args.save_ckpt_freq,
+        args.save_ckpt_freq,
         samplers=(loader.sampler,),
         steps_per_epoch=len(loader),
         tensorboard_dir=args.log_dir,
