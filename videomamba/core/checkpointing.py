@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
+from videomamba.core.distributed import is_main_process
 
 __all__ = [
     "BEST",
@@ -314,7 +315,8 @@ def find_resume_checkpoint(
     if not output_dir:
         return None
     folder = Path(output_dir)
-    remove_temp_files(folder)
+    if is_main_process():  # only the writing rank: another rank could remove a temp file in flight
+        remove_temp_files(folder)
     files = checkpoint_files(folder)
     latest = [path for path, role in files if role == "latest"]
     skipped: list[str] = []

@@ -9,7 +9,8 @@ The epoch loop, resume and checkpoints are the shared lifecycle (videomamba/core
 also hold {config, task_state: {global_step}}; the model entry
 never includes the CLIP teacher.
 
-Mixed precision is ``torch.autocast`` (bf16 when ``bf16``, else fp16 with a GradScaler when ``fp16``);
+Mixed precision is ``torch.autocast`` (bf16 when ``bf16``, else fp16 with a GradScaler when ``fp16``, on
+CUDA only: fp16 on the CPU runs in fp32, with a note; the run prints its precision);
 parameters and optimizer state stay float32 (the original cast the whole model to bf16).
 """
 
@@ -45,6 +46,7 @@ from videomamba.core.lifecycle import Best, Lifecycle, TrainingState
 from videomamba.core.logs import RunLog
 from videomamba.core.metrics import MetricLogger
 from videomamba.core.optim import GradientStep, autocast, param_groups
+from videomamba.core.runner_args import resolve_precision
 from videomamba.core.schedules import apply_schedules, cosine_schedule
 
 from ..config import ConfigError, load_config, save_config
@@ -142,14 +144,16 @@ def start_run(config: DictConfig, evaluate_only: bool = False) -> Run:
     output_dir = Path(config.output_dir) if config.output_dir else None
     if output_dir is not None and is_main_process():
         save_config(config, output_dir)
-    amp_dtype = torch.bfloat16 if config.get("bf16", False) else torch.float16
+    amp, amp_dtype, _ = resolve_precision(
+        device, bool(config.get("fp16", False) or config.get("bf16", False)), bool(config.get("bf16", False))
+    )
     return Run(
         config=config,
         device=device,
         distributed=info.distributed,
         output_dir=output_dir,
         log=RunLog(output_dir, enabled=is_main_process()),
-        amp=bool(config.get("fp16", False) or config.get("bf16", False)),
+        amp=amp,
         amp_dtype=amp_dtype,
         tokenizer=load_tokenizer(config.model.text_encoder.pretrained),
         evaluate=evaluate_only,
