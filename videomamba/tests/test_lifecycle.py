@@ -363,3 +363,31 @@ def test_precision_is_said_and_no_amp_wins(capsys):
     assert scale_lr(1e-3, 16, 256, unscale=False) == 16 / 256
     assert "pass --unscale_lr" in capsys.readouterr().out
     assert scale_lr(1e-3, 16, 256, unscale=True) == 1.0
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount permission; skipped otherwise)."""
+    import subprocess
+
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_really_full_disk_is_one_clear_line(tiny_tmpfs):
+    from videomamba.core.checkpointing import atomic_save
+
+    atomic_save({"w": torch.zeros(10)}, tiny_tmpfs / LATEST)
+    with pytest.raises(WriteError, match=r"could not write .*checkpoint-latest.pth: No space left on device; .* free"):
+        atomic_save({"w": torch.zeros(1_000_000)}, tiny_tmpfs / LATEST)  # 4 MB
+    assert torch.load(tiny_tmpfs / LATEST, weights_only=True)["w"].shape == (10,)
+    assert [p.name for p in tiny_tmpfs.iterdir()] == [LATEST]
