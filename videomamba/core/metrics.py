@@ -13,7 +13,9 @@ import torch
 
 from videomamba.core.distributed import all_reduce_sum
 
-__all__ = ["MetricLogger", "SmoothedValue", "accuracy"]
+__all__ = ["PROGRESS_SECONDS", "MetricLogger", "SmoothedValue", "accuracy"]
+
+PROGRESS_SECONDS = 30.0
 
 
 class SmoothedValue:
@@ -98,17 +100,19 @@ class MetricLogger:
     def log_every(
         self, iterable: Iterable[Any], print_freq: int, header: str = "", samples_per_step: int | None = None
     ) -> Iterator[Any]:
-        """Yield from ``iterable``, printing progress every ``print_freq`` steps and at the end."""
+        """Yield from ``iterable``, printing progress every ``print_freq`` steps, at least every
+        ``PROGRESS_SECONDS`` seconds (slow CPU steps never leave minutes of silence) and at the end."""
         total = len(iterable) if hasattr(iterable, "__len__") else 0
         width = len(str(total))
         step_time, data_time = SmoothedValue(fmt="{avg:.4f}"), SmoothedValue(fmt="{avg:.4f}")
-        start = end = time.time()
+        start = end = last_print = time.time()
         i = 0
         for i, obj in enumerate(iterable):
             data_time.update(time.time() - end)
             yield obj
             step_time.update(time.time() - end)
-            if i % print_freq == 0 or i == total - 1:
+            if i % print_freq == 0 or i == total - 1 or time.time() - last_print >= PROGRESS_SECONDS:
+                last_print = time.time()
                 parts = [header, f"[{i:>{width}}/{total}]"]
                 if total:
                     eta = step_time.global_avg * (total - i - 1)
@@ -116,6 +120,8 @@ class MetricLogger:
                 parts += [str(self), f"time: {step_time}", f"data: {data_time}"]
                 if samples_per_step and step_time.avg > 0:
                     parts.append(f"rate: {samples_per_step / step_time.avg:.1f} samples/s")
+                elif step_time.avg > 0:
+                    parts.append(f"rate: {1 / step_time.avg:.2f} it/s")
                 if torch.cuda.is_available() and torch.cuda.is_initialized():
                     parts.append(f"max mem: {torch.cuda.max_memory_allocated() / 2**20:.0f}MB")
                 print(self.delimiter.join(p for p in parts if p), flush=True)

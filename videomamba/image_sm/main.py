@@ -3,7 +3,7 @@
 Usage (see README.md): ``python videomamba/image_sm/main.py --model videomamba_tiny ...``, the same
 under ``torchrun --nproc_per_node=N`` or ``srun``. Giving ``--teacher_pretrained_path`` turns on
 self-distillation from a frozen teacher (``main_distill.py`` is this script with that required).
-Re-running a command resumes from ``<output_dir>/checkpoint.pth``.
+Re-running a command resumes from ``<output_dir>/checkpoint-latest.pth`` (see ``videomamba/core/lifecycle.py``).
 """
 
 import os
@@ -19,7 +19,6 @@ if not __package__:
 import argparse
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,25 +31,23 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 
 import videomamba.image_sm.models  # noqa: F401  (registers the image models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
-from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
+from videomamba.core.checkpointing import LATEST, plain_config, restore_training_state
 from videomamba.core.cli import UserError, registered_model
-from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
-from videomamba.core.logs import RunLog
+from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp
+from videomamba.core.lifecycle import Best, Lifecycle, TrainingState, model_description
 from videomamba.core.optim import (
     GradientStep,
-    amp_dtype,
     build_optimizer,
     classification_loss,
     param_groups,
     run_until_non_finite,
 )
+from videomamba.core.runner_args import accept_both_spellings, adopt_stored_model_args, resolve_precision, scale_lr
 from videomamba.image_sm import engine
 from videomamba.image_sm.datasets import ImageFolderDataset, build_dataset
 from videomamba.image_sm.samplers import RASampler
 
 __all__ = ["get_args_parser", "main"]
-
-CHECKPOINT_VERSION = 1
 
 
 def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
@@ -59,11 +56,17 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--batch-size", default=64, type=int, help="per-process batch size")
     run.add_argument("--epochs", default=300, type=int)
-    run.add_argument("--save_freq", default=50, type=int, help="also keep checkpoint_e{epoch}.pth every N epochs")
+    run.add_argument("--save_freq", default=50, type=int, help="also keep checkpoint-{epoch}.pth every N epochs")
     run.add_argument("--output_dir", default="", help="where logs and checkpoints go (empty: nothing is saved)")
     run.add_argument("--device", default="cuda", help="cuda or cpu")
     run.add_argument("--seed", default=0, type=int, help="seed (+ rank)")
-    run.add_argument("--resume", default="", help="checkpoint to resume from (default: <output_dir>/checkpoint.pth)")
+    run.add_argument(
+        "--resume", default="", help="checkpoint to resume from (default: <output_dir>/checkpoint-latest.pth)"
+    )
+    run.add_argument("--auto_resume", action="store_true", default=True, help="resume from the output folder")
+    run.add_argument(
+        "--no_auto_resume", "--no_resume", action="store_false", dest="auto_resume", help="(new) start over"
+    )
     run.add_argument("--start_epoch", default=0, type=int, help="first epoch when not resuming")
     run.add_argument("--eval", action="store_true", help="evaluate only")
     run.add_argument("--eval-crop-ratio", default=0.875, type=float, help="centre-crop ratio of the eval resize")
@@ -185,7 +188,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     dist.add_argument("--bf16", action="store_true", help="autocast to bfloat16 instead of float16")
     dist.add_argument("--if_amp", action="store_true", default=True, help="mixed precision (default on)")
     dist.add_argument("--no_amp", action="store_false", dest="if_amp")
-    return parser
+    return accept_both_spellings(parser)
 
 
 # ------------------------------------------------------------------------------- building
@@ -215,7 +218,9 @@ def build_models(args: argparse.Namespace, nb_classes: int) -> tuple[torch.nn.Mo
     return timm.create_model(name, pretrained=False, **kwargs), name, kwargs
 
 
-def build_teacher(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+def build_teacher(
+    args: argparse.Namespace, device: torch.device, use_amp: bool = False, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
     """The frozen teacher: no classifier, weights from --teacher_pretrained_path, AMP dtype if AMP."""
     kwargs: dict[str, Any] = dict(num_classes=0, img_size=args.input_size)
     if args.teacher_model.endswith("_distill"):
@@ -232,9 +237,9 @@ def build_teacher(args: argparse.Namespace, device: torch.device) -> torch.nn.Mo
     teacher.requires_grad_(False)
     teacher.eval()
     teacher.to(device)
-    if args.if_amp:
+    if use_amp:
         # Half-precision weights save memory; the dtype follows --bf16 (the original had it inverted).
-        teacher.to(amp_dtype(args.bf16))
+        teacher.to(dtype)
     return teacher
 
 
@@ -256,7 +261,7 @@ def build_loaders(
         num_workers=args.num_workers,
         pin_memory=args.pin_mem and device.type == "cuda",
         worker_init_fn=seed_worker,
-        persistent_workers=args.num_workers > 0,
+        persistent_workers=False,  # fresh workers each epoch, seeded from the (restorable) torch RNG: exact resume
     )
     if args.dist_eval and world > 1:
         if len(dataset_val) % world:
@@ -314,11 +319,21 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         return _run(args, dist_info, device)
 
 
+MODEL_ARGS = ("model", "model_kwargs", "input_size")
+
+
+def _adopt_checkpoint_model(args: argparse.Namespace) -> None:
+    """--eval/--resume of this code base's checkpoints rebuild their model; --finetune keeps its size flags."""
+    if args.resume or (args.eval and args.output_dir and (Path(args.output_dir) / LATEST).is_file()):
+        adopt_stored_model_args(args, args.resume or Path(args.output_dir) / LATEST, MODEL_ARGS)
+    elif args.finetune:
+        adopt_stored_model_args(args, args.finetune, ("model_kwargs",))
+
+
 def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict[str, Any]:
-    output_dir = Path(args.output_dir) if args.output_dir else None
-    main_process = is_main_process()
-    run_log = RunLog(output_dir, enabled=main_process and not args.eval)
     print(json.dumps(plain_config(args), sort_keys=True))
+    _adopt_checkpoint_model(args)
+    use_amp, dtype, precision = resolve_precision(device, args.if_amp, args.bf16)
 
     loader_train, loader_val, nb_classes = build_loaders(args, dist_info, device)
     mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
@@ -351,18 +366,75 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
             model, decay=args.model_ema_decay, device=torch.device("cpu") if args.model_ema_force_cpu else None
         )
     model = wrap_ddp(model, device)
+    eval_kwargs = dict(device=device, amp=use_amp, amp_dtype=dtype, print_freq=args.print_freq)
+    if args.eval:
+        return _evaluate_only(args, model_without_ddp, model_ema, loader_val, eval_kwargs)
 
-    total_batch = args.batch_size * dist_info.world_size
-    if not args.unscale_lr:
-        scaled = args.lr * total_batch / 512.0
-        print(f"lr scaled by total batch {total_batch} / 512: {args.lr:g} -> {scaled:g}")
-        args.lr = scaled
+    args.lr = args.lr * scale_lr(args.lr, args.batch_size * dist_info.world_size, 512, args.unscale_lr, "--unscale-lr")
     groups = param_groups(
         model_without_ddp, args.weight_decay, layer_decay=args.layer_decay, decay_flagged=args.decay_a_log
     )
     optimizer = build_optimizer(
         groups, args.opt, args.lr, args.weight_decay, args.momentum, eps=args.opt_eps, betas=args.opt_betas
     )
+    lr_scheduler = _build_scheduler(args, optimizer)
+    gradient_step = GradientStep(device, fp16_scaling=use_amp and dtype == torch.float16)
+    criterion = build_criterion(args, mixup_active)
+    teacher = build_teacher(args, device, use_amp, dtype) if args.teacher_pretrained_path else None
+
+    state = TrainingState(
+        model_without_ddp,
+        optimizer,
+        lr_scheduler,
+        gradient_step,
+        model_ema,
+        extra=model_description(model_name, model_kwargs, args),
+    )
+    life = Lifecycle.from_args(
+        args,
+        state,
+        args.save_freq,
+        best=Best("test_acc1", "max", record_as="max_accuracy"),
+        samplers=(loader_train.sampler,),
+        steps_per_epoch=len(loader_train),
+        n_parameters=n_parameters,
+    )
+    life.resume()
+    if life.resumed_from is None and args.load_from_distill:
+        life.start_epoch = _continue_from_distill(args.load_from_distill, model_without_ddp, model_ema, lr_scheduler)
+    resolved = dict(plain_config(args), world_size=dist_info.world_size, nb_classes=nb_classes, model_name=model_name)
+    life.log.write_config(dict(resolved, precision=precision))  # the full config of this run, with the scaled lr
+    options = engine.TrainOptions(
+        device=device,
+        amp=use_amp,
+        amp_dtype=dtype,
+        clip_grad=args.clip_grad,
+        set_training_mode=args.train_mode,
+        bce_loss=args.bce_loss,
+        distill_weight=args.distill_weight,
+        print_freq=args.print_freq,
+    )
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        lr_scheduler.step(epoch)
+        return engine.train_one_epoch(
+            model, criterion, loader_train, optimizer, epoch, gradient_step, options,
+            model_ema=model_ema, mixup_fn=mixup_fn, teacher=teacher, run_log=life.log,
+        )  # fmt: skip
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        stats = engine.evaluate(loader_val, model, **eval_kwargs)
+        print(f"Accuracy on {len(loader_val.dataset)} test images: {stats['acc1']:.1f}%")
+        record = {f"test_{k}": v for k, v in stats.items()}
+        if model_ema is not None:
+            ema_stats = engine.evaluate(loader_val, model_ema.module, header="Test (EMA):", **eval_kwargs)
+            record.update({f"test_ema_{k}": v for k, v in ema_stats.items()})
+        return record
+
+    return life.fit(train_epoch, evaluate)
+
+
+def _build_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer) -> Any:
     lr_scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=args.sched,
@@ -380,122 +452,43 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         noise_seed=args.seed,
         step_on_epochs=True,
     )
-    use_amp, dtype = args.if_amp, amp_dtype(args.bf16)
-    gradient_step = GradientStep(device, fp16_scaling=use_amp and dtype == torch.float16)
-    criterion = build_criterion(args, mixup_active and not args.eval)
-    teacher = build_teacher(args, device) if args.teacher_pretrained_path and not args.eval else None
+    return lr_scheduler
 
-    # Resume: an explicit --resume, else this run's own latest checkpoint.
-    start_epoch, max_accuracy, ema_restored = args.start_epoch, 0.0, False
-    resume_path = args.resume or find_resume_checkpoint(output_dir)
-    if resume_path:
-        print(f"Resuming from {resume_path}")
-        restore = dict(optimizer=optimizer, lr_scheduler=lr_scheduler, loss_scaler=gradient_step)
-        checkpoint = restore_training_state(
-            resume_path, model_without_ddp, model_ema=model_ema, exact=not args.eval, **({} if args.eval else restore)
-        )
-        ema_restored = "model_ema" in checkpoint["restored"]
-        if not args.eval and "epoch" in checkpoint:
-            start_epoch = int(checkpoint["epoch"]) + 1
-            max_accuracy = float(checkpoint.get("max_accuracy", 0.0))
-        print(f"Restored {', '.join(checkpoint['restored'])}; starting at epoch {start_epoch}")
-    elif args.load_from_distill:
-        checkpoint = load_checkpoint_file(args.load_from_distill)
-        model_without_ddp.load_state_dict(_drop_distill_head(extract_state_dict(checkpoint, key="model")))
-        if model_ema is not None and checkpoint.get("model_ema"):
-            model_ema.module.load_state_dict(_drop_distill_head(extract_state_dict(checkpoint, key="model_ema")))
-            ema_restored = True
-        if checkpoint.get("lr_scheduler"):
-            lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        start_epoch = int(checkpoint.get("epoch", -1)) + 1
-        print(
-            f"Continuing from distillation checkpoint {args.load_from_distill} at epoch {start_epoch} "
-            "(distill head dropped, optimizer restarted)"
-        )
-    lr_scheduler.step(start_epoch)
 
-    eval_kwargs = dict(device=device, amp=use_amp, amp_dtype=dtype, print_freq=args.print_freq)
-    if args.eval:
-        stats = engine.evaluate(loader_val, model, **eval_kwargs)
-        record = {f"test_{k}": v for k, v in stats.items()}
-        print(f"Accuracy of the network on {len(loader_val.dataset)} test images: {stats['acc1']:.1f}%")
-        if model_ema is not None and ema_restored:
-            ema_stats = engine.evaluate(loader_val, model_ema.module, header="Test (EMA):", **eval_kwargs)
-            record.update({f"test_ema_{k}": v for k, v in ema_stats.items()})
-        elif model_ema is not None:
-            print("No EMA weights were loaded, so only the model itself was evaluated")
-        return record
-
-    saver = CheckpointSaver(
-        output_dir or ".", save_freq=args.save_freq, enabled=main_process and output_dir is not None
+def _continue_from_distill(path: str, model: torch.nn.Module, model_ema: Any, lr_scheduler: Any) -> int:
+    """--load_from_distill: weights, EMA and scheduler of a distillation run without its distill head."""
+    checkpoint = load_checkpoint_file(path)
+    model.load_state_dict(_drop_distill_head(extract_state_dict(checkpoint, key="model")))
+    if model_ema is not None and checkpoint.get("model_ema"):
+        model_ema.module.load_state_dict(_drop_distill_head(extract_state_dict(checkpoint, key="model_ema")))
+    if checkpoint.get("lr_scheduler"):
+        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+    start_epoch = int(checkpoint.get("epoch", -1)) + 1
+    print(
+        f"Continuing from distillation checkpoint {path} at epoch {start_epoch} (distill head dropped, "
+        "optimizer restarted)"
     )
-    options = engine.TrainOptions(
-        device=device,
-        amp=use_amp,
-        amp_dtype=dtype,
-        clip_grad=args.clip_grad,
-        set_training_mode=args.train_mode,
-        bce_loss=args.bce_loss,
-        distill_weight=args.distill_weight,
-        print_freq=args.print_freq,
-    )
-    record: dict[str, Any] = {}
-    resolved = dict(plain_config(args), world_size=dist_info.world_size, nb_classes=nb_classes, model_name=model_name)
-    run_log.write_config(resolved)  # the full config of this run, with the scaled lr
-    run_log.resume_from(start_epoch)
-    print(f"Start training for {args.epochs} epochs (from epoch {start_epoch})")
-    started = time.time()
-    try:
-        for epoch in range(start_epoch, args.epochs):
-            if hasattr(loader_train.sampler, "set_epoch"):
-                loader_train.sampler.set_epoch(epoch)
-            train_stats = engine.train_one_epoch(
-                model,
-                criterion,
-                loader_train,
-                optimizer,
-                epoch,
-                gradient_step,
-                options,
-                model_ema=model_ema,
-                mixup_fn=mixup_fn,
-                teacher=teacher,
-                run_log=run_log,
-            )
-            lr_scheduler.step(epoch + 1)
-            test_stats = engine.evaluate(loader_val, model, **eval_kwargs)
-            is_best = test_stats["acc1"] > max_accuracy
-            max_accuracy = max(max_accuracy, test_stats["acc1"])
-            print(f"Accuracy on {len(loader_val.dataset)} test images: {test_stats['acc1']:.1f}%")
-            print(f"Max accuracy: {max_accuracy:.2f}%")
-            record = {
-                **{f"train_{k}": v for k, v in train_stats.items()},
-                **{f"test_{k}": v for k, v in test_stats.items()},
-            }
-            if model_ema is not None:
-                ema_stats = engine.evaluate(loader_val, model_ema.module, header="Test (EMA):", **eval_kwargs)
-                record.update({f"test_ema_{k}": v for k, v in ema_stats.items()})
-            record.update(epoch=epoch, n_parameters=n_parameters, max_accuracy=max_accuracy)
-            state = dict(
-                model=model_without_ddp.state_dict(),
-                optimizer=optimizer.state_dict(),
-                lr_scheduler=lr_scheduler.state_dict(),
-                scaler=gradient_step.state_dict(),
-                model_ema=model_ema.module.state_dict() if model_ema is not None else None,
-                epoch=epoch,
-                max_accuracy=max_accuracy,
-                model_name=model_name,
-                model_kwargs=plain_config(model_kwargs),
-                args=plain_config(args),
-                version=CHECKPOINT_VERSION,
-            )
-            run_log.log_epoch(record)
-            saver.save(state, epoch, is_best=is_best, is_last=epoch == args.epochs - 1)
-            barrier()
-    finally:
-        run_log.close()
-    elapsed = int(time.time() - started)
-    print(f"Training time {elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}")
+    return start_epoch
+
+
+def _evaluate_only(
+    args: argparse.Namespace, model: torch.nn.Module, model_ema: Any, loader_val: DataLoader, eval_kwargs: dict
+) -> dict[str, Any]:
+    """--eval: the model of --resume, else of this run's latest checkpoint, else --finetune's (and its EMA)."""
+    path = args.resume or (str(Path(args.output_dir) / LATEST) if args.output_dir else "")
+    ema_restored = False
+    if path and Path(path).is_file():
+        print(f"Evaluating {path}")
+        restored = restore_training_state(path, model, model_ema=model_ema, exact=False)["restored"]
+        ema_restored = "model_ema" in restored
+    stats = engine.evaluate(loader_val, model, **eval_kwargs)
+    record = {f"test_{k}": v for k, v in stats.items()}
+    print(f"Accuracy of the network on {len(loader_val.dataset)} test images: {stats['acc1']:.1f}%")
+    if model_ema is not None and ema_restored:
+        ema_stats = engine.evaluate(loader_val, model_ema.module, header="Test (EMA):", **eval_kwargs)
+        record.update({f"test_ema_{k}": v for k, v in ema_stats.items()})
+    elif model_ema is not None:
+        print("No EMA weights were loaded, so only the model itself was evaluated")
     return record
 
 

@@ -3,7 +3,7 @@
 Takes every main.py flag plus the submission flags of `videomamba.core.submission`.
 ``--output_dir`` is honoured (the original replaced it with the job folder); without it, the job
 folder is the output folder. On a timeout or preemption the job is requeued and resumes from
-``<output_dir>/checkpoint.pth``. ``--cluster local`` (or ``debug``) runs the job on this machine
+``<output_dir>/checkpoint-latest.pth``. ``--cluster local`` (or ``debug``) runs the job on this machine
 with submitit's local executor, which is how the tests drive it.
 """
 
@@ -35,7 +35,7 @@ class Trainer(SubmititJob):
     """The picklable job running image_sm's main(args)."""
 
     def __init__(self, args: argparse.Namespace):
-        super().__init__(args, entry="videomamba.image_sm.main:main", latest_checkpoint="checkpoint.pth")
+        super().__init__(args, entry="videomamba.image_sm.main:main", latest_checkpoint="checkpoint-latest.pth")
 
     def requeued(self) -> "Trainer":
         return Trainer(self.args)

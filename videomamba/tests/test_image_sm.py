@@ -214,12 +214,15 @@ def test_main_writes_log_tensorboard_and_a_self_describing_checkpoint(trained_ru
 
     events = EventAccumulator(str(trained_run))
     events.Reload()
-    assert {"train_loss", "test_acc1", "step/train_loss", "step/lr"} <= set(events.Tags()["scalars"])
-    checkpoint = torch.load(trained_run / "checkpoint.pth", weights_only=True)
+    assert {"train_loss", "test_acc1"} <= set(events.Tags()["scalars"])
+    steps = EventAccumulator(str(trained_run / "steps"))
+    steps.Reload()
+    assert {"step/train_loss", "step/lr"} <= set(steps.Tags()["scalars"])
+    checkpoint = torch.load(trained_run / "checkpoint-latest.pth", weights_only=True)
     assert checkpoint["epoch"] == 0 and checkpoint["model_name"] == "videomamba_tiny"
     assert checkpoint["model_kwargs"]["depth"] == 2 and checkpoint["model_kwargs"]["num_classes"] == CLASSES
     assert checkpoint["args"]["epochs"] == 1 and checkpoint["model_ema"] is not None
-    assert (trained_run / "best_checkpoint.pth").is_file() and (trained_run / "config.json").is_file()
+    assert (trained_run / "checkpoint-best.pth").is_file() and (trained_run / "config.json").is_file()
     assert json.loads((trained_run / "config.json").read_text())["model_name"] == "videomamba_tiny"
     assert not list(trained_run.glob(".*tmp*"))  # atomic writes leave no temp file
 
@@ -228,10 +231,28 @@ def test_main_resumes_without_repeating_an_epoch(trained_run, image_folder, tmp_
     out = tmp_path / "out"
     shutil.copytree(trained_run, out)
     proc = run_script(MAIN, *TINY, "--data-path", image_folder, "--epochs", 2, "--output_dir", out)
-    assert f"Resuming from {out / 'checkpoint.pth'}" in proc.stdout
+    assert f"Resuming from {out / 'checkpoint-latest.pth'}" in proc.stdout
     assert "Epoch: [0]" not in proc.stdout and "Epoch: [1]" in proc.stdout
     assert [r["epoch"] for r in read_log(out / "log.txt")] == [0, 1]
-    assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == 1
+    assert torch.load(out / "checkpoint-latest.pth", weights_only=True)["epoch"] == 1
+
+
+def test_killed_and_resumed_run_ends_bitwise_equal_to_the_uninterrupted_one(image_folder, tmp_path):
+    args = [*TINY, "--data-path", image_folder, "--epochs", 2]
+    run_script(MAIN, *args, "--output_dir", tmp_path / "whole")
+    # SIGKILL at the 8th file operation: config.json (2), epoch 0 latest (2), best (2), log line (1), then
+    # the first write of epoch 1's checkpoint, so epoch 1 is trained again after the restart.
+    proc = run_script(MAIN, *args, "--output_dir", tmp_path / "killed", expect_ok=False,
+                      env={checkpointing.KILL_ENV: "8"})  # fmt: skip
+    assert proc.returncode == -9
+    assert torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)["epoch"] == 0
+    run_script(MAIN, *args, "--output_dir", tmp_path / "killed")
+    whole = torch.load(tmp_path / "whole" / "checkpoint-latest.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)
+    for part in ("model", "model_ema"):
+        for name, tensor in whole[part].items():
+            assert torch.equal(resumed[part][name], tensor), f"{part} {name} differs after the resume"
+    assert read_log(tmp_path / "killed" / "log.txt") == read_log(tmp_path / "whole" / "log.txt")
 
 
 def test_resumed_log_drops_epochs_logged_after_the_last_checkpoint(tmp_path):
@@ -248,7 +269,11 @@ def test_resumed_log_drops_epochs_logged_after_the_last_checkpoint(tmp_path):
 
 
 def test_eval_uses_ema_only_when_it_was_loaded(trained_run, image_folder, tmp_path):
-    proc = run_script(MAIN, *TINY, "--data-path", image_folder, "--eval", "--resume", trained_run / "checkpoint.pth")
+    # No model flags: the checkpoint's stored configuration (depth 2, width 32, 32 px) rebuilds the model.
+    no_model_flags = [a for a in TINY if a not in ("--model-kwargs", TINY_MODEL, "--input-size", "32")]
+    latest = trained_run / "checkpoint-latest.pth"
+    proc = run_script(MAIN, *no_model_flags, "--data-path", image_folder, "--eval", "--resume", latest)
+    assert "Model configuration from" in proc.stdout and "input_size 32 (flag: 224)" in proc.stdout
     assert "Accuracy of the network on 6 test images" in proc.stdout and "Test (EMA):" in proc.stdout
     proc = run_script(MAIN, *TINY, "--data-path", image_folder, "--eval", "--output_dir", tmp_path / "fresh")
     assert "No EMA weights were loaded" in proc.stdout and "Test (EMA):" not in proc.stdout
@@ -256,13 +281,13 @@ def test_eval_uses_ema_only_when_it_was_loaded(trained_run, image_folder, tmp_pa
 
 def test_finetune_at_a_higher_resolution(trained_run, image_folder, tmp_path):
     args = [*TINY, "--input-size", 64, "--data-path", image_folder, "--epochs", 1, "--output_dir", tmp_path / "ft"]
-    proc = run_script(MAIN, *args, "--finetune", trained_run / "checkpoint.pth")
+    proc = run_script(MAIN, *args, "--finetune", trained_run / "checkpoint-latest.pth")
     assert "pos_embed (1, 5, 32) -> (1, 17, 32) (bicubic, grid 2x2 -> 4x4)" in proc.stdout
     assert read_log(tmp_path / "ft" / "log.txt")[0]["epoch"] == 0
 
 
 def test_nan_guard_stops_the_run_naming_the_step(trained_run, image_folder, tmp_path):
-    checkpoint = torch.load(trained_run / "checkpoint.pth", weights_only=True)
+    checkpoint = torch.load(trained_run / "checkpoint-latest.pth", weights_only=True)
     weights = dict(checkpoint["model"])
     weights["head.bias"] = torch.full_like(weights["head.bias"], float("nan"))
     torch.save({"model": weights}, tmp_path / "nan.pth")
@@ -271,7 +296,7 @@ def test_nan_guard_stops_the_run_naming_the_step(trained_run, image_folder, tmp_
     proc = run_script(MAIN, *args, expect_ok=False)
     assert proc.returncode == 1
     assert "Stopping: non-finite loss at epoch 0, step 0" in proc.stderr
-    assert not (out / "checkpoint.pth").exists()
+    assert not (out / "checkpoint-latest.pth").exists()
 
 
 def _write_teacher(path: Path) -> None:
@@ -290,13 +315,13 @@ def test_main_distill_trains_resumes_and_continues_without_teacher(image_folder,
     record = read_log(out / "log.txt")[0]
     assert record["train_loss"] == pytest.approx(record["train_loss_cls"] + record["train_loss_distill"], rel=1e-4)
     assert 0 < record["train_loss_distill"] < 4  # 2 - 2 cos over unit vectors
-    checkpoint = torch.load(out / "checkpoint.pth", weights_only=True)
+    checkpoint = torch.load(out / "checkpoint-latest.pth", weights_only=True)
     assert checkpoint["model_name"] == "videomamba_middle_distill" and "distill_head.1.weight" in checkpoint["model"]
     proc = run_script(MAIN_DISTILL, *args, "--epochs", 2)
     assert "Epoch: [0]" not in proc.stdout and [r["epoch"] for r in read_log(out / "log.txt")] == [0, 1]
     # Continuing without the teacher drops the distill head, keeps scheduler and epoch, not the optimizer.
     plain = [*TINY, "--model", "videomamba_middle", "--data-path", image_folder, "--no-model-ema"]
-    proc = run_script(MAIN, *plain, "--epochs", 3, "--load_from_distill", out / "checkpoint.pth")
+    proc = run_script(MAIN, *plain, "--epochs", 3, "--load_from_distill", out / "checkpoint-latest.pth")
     assert "at epoch 2 (distill head dropped, optimizer restarted)" in proc.stdout and "Epoch: [2]" in proc.stdout
 
 
@@ -327,11 +352,11 @@ def test_submitit_local_executor_runs_and_requeues(image_folder, tmp_path):
                               "--cluster", "local", "--ngpus", "1", "--nodes", "1", "--timeout", "20"])  # fmt: skip
     job = run_with_submitit.submit(args)
     record = job.result()
-    assert record["epoch"] == 0 and (out / "checkpoint.pth").is_file()
+    assert record["epoch"] == 0 and (out / "checkpoint-latest.pth").is_file()
     assert (out / "submitit").is_dir() and args.output_dir == str(out)  # --output_dir is honoured
     requeued = run_with_submitit.Trainer(args).checkpoint()
     assert type(requeued).__name__ == "DelayedSubmission"
-    assert requeued.function.args.resume == str(out / "checkpoint.pth")
+    assert requeued.function.args.resume == str(out / "checkpoint-latest.pth")
 
 
 def test_generate_tensorboard_rebuilds_events_from_log(trained_run, tmp_path):
@@ -438,11 +463,7 @@ def test_launch_environment_is_read_from_torchrun_and_slurm(monkeypatch):
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    saver = checkpointing.CheckpointSaver(tmp_path, save_freq=2)
-    saver.save({"epoch": 0, "w": torch.zeros(2)}, epoch=0, is_best=True)
-    written = saver.save({"epoch": 1, "w": torch.ones(2)}, epoch=1)
-    assert [p.name for p in written] == ["checkpoint.pth", "checkpoint_e1.pth"]
-    assert torch.load(tmp_path / "best_checkpoint.pth", weights_only=True)["epoch"] == 0
+    checkpointing.atomic_save({"epoch": 1, "w": torch.ones(2)}, tmp_path / "checkpoint-latest.pth")
 
     def killed_midway(obj, handle):
         handle.write(b"partial")
@@ -450,10 +471,10 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpointing.torch, "save", killed_midway)
     with pytest.raises(KeyboardInterrupt):
-        saver.save({"epoch": 2}, epoch=2)
-    assert torch.load(tmp_path / "checkpoint.pth", weights_only=True)["epoch"] == 1  # the previous one survives
-    (tmp_path / ".checkpoint.pth.tmp-999").write_bytes(b"left by a kill")
-    assert checkpointing.find_resume_checkpoint(tmp_path) == tmp_path / "checkpoint.pth"
+        checkpointing.atomic_save({"epoch": 2}, tmp_path / "checkpoint-latest.pth")
+    assert torch.load(tmp_path / "checkpoint-latest.pth", weights_only=True)["epoch"] == 1  # the previous one survives
+    (tmp_path / ".checkpoint-latest.pth.tmp-999").write_bytes(b"left by a kill")
+    checkpointing.remove_temp_files(tmp_path)
     assert not list(tmp_path.glob(".*tmp*"))
     assert checkpointing.plain_config(argparse.Namespace(path=Path("/x"), betas=(0.9, 0.99))) == {
         "path": "/x",

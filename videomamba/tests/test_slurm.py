@@ -144,7 +144,8 @@ def imagenet(tmp_path_factory) -> Path:
 
 def _epochs(output_dir: Path) -> list[int]:
     log = output_dir / "log.txt"
-    return [json.loads(line)["epoch"] for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    return [r["epoch"] for r in records if not r.get("final")]  # the final record (video_sm) has no epoch
 
 
 def _assert_run_outputs(output_dir: Path, checkpoint: str, epochs: list[int]) -> None:
@@ -165,7 +166,7 @@ def test_image_sm_script_runs_under_sbatch(cluster, imagenet, tmp_path):
                          env=dict(IMAGENET_ROOT=str(imagenet), OUTPUT_DIR=str(out_dir)))  # fmt: skip
     log = cluster.assert_completed(job)
     assert "run_with" not in log and "main.py" in log  # the launcher ran the entry script itself
-    _assert_run_outputs(out_dir, "checkpoint.pth", [0])
+    _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
 
 
 @pytest.mark.slurm
@@ -177,7 +178,7 @@ def test_two_tasks_train_together_from_slurm_variables(cluster, imagenet, tmp_pa
     assert "+ srun" in log  # the launcher used srun inside the allocation
     for rank in (0, 1):
         assert f"distributed init (slurm, gloo): rank {rank}/2" in log, log[-3000:]
-    _assert_run_outputs(out_dir, "checkpoint.pth", [0])
+    _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
 
 
 def _submitit_job(cluster: Cluster, runner: str, args: list[str], out_dir: Path) -> str:
@@ -212,7 +213,7 @@ def test_image_sm_submitit_result_and_requeue_resume(cluster, imagenet, tmp_path
     # would: nothing more gets saved) and requeue the job: Slurm runs it again under the same id, and
     # the run must go on from its last checkpoint. (Slurm's own signals land only after KillWait:
     # submitit ignores SIGTERM, and these epochs take ~40 ms.)
-    checkpoint = out_dir / "checkpoint.pth"  # written atomically (rename), so it exists only when complete
+    checkpoint = out_dir / "checkpoint-latest.pth"  # written atomically (rename), so it exists only when complete
     deadline = time.monotonic() + 240
     while not checkpoint.exists() and time.monotonic() < deadline:
         assert cluster.state(job) not in TERMINAL, _submitit_logs(out_dir)
@@ -263,7 +264,7 @@ def test_video_sm_script_runs_under_sbatch(cluster, videos, tmp_path):
     records = [json.loads(line) for line in (out_dir / "log.txt").read_text().splitlines()]
     assert records[0]["epoch"] == 0 and "train_loss" in records[0]
     assert "final_top1" in records[-1]  # the multi-view test ran after training
-    _assert_run_outputs(out_dir, "checkpoint-latest.pth", [r["epoch"] for r in records])
+    _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
 
 
 @pytest.mark.slurm
@@ -290,7 +291,7 @@ def test_video_mm_script_runs_under_sbatch(cluster, tmp_path):
     job = cluster.sbatch(script, *overrides, options=ONE_TASK, env=dict(OUTPUT_DIR=str(out_dir)))
     log = cluster.assert_completed(job, timeout=400)
     assert "tasks/pretrain.py" in log
-    _assert_run_outputs(out_dir, "ckpt_latest.pth", [0])
+    _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
     assert (out_dir / "config.yaml").is_file()
 
 

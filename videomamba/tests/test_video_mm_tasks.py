@@ -55,7 +55,7 @@ def pretrained(data, tmp_path_factory):
         unmasked = pretrain.main(
             [str(EXP / "exp_pt/videomamba_middle_5m_unmasked/config.py"), *tiny(data),
              "output_dir", str(runs / "unmasked"), "scheduler.epochs", "14", "optimizer.lr", "1e-3",
-             "pretrained_path", str(runs / "masked/ckpt_latest.pth")]
+             "pretrained_path", str(runs / "masked/checkpoint-latest.pth")]
         )  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -71,11 +71,44 @@ def test_masked_stage_trains_with_the_teacher_and_writes_its_run_files(pretraine
         records[0]
     )
     assert list(folder.glob("events.out.tfevents.*")) and (folder / "config.yaml").is_file()
-    checkpoint = torch.load(folder / "ckpt_latest.pth", weights_only=True)
-    assert {"model", "optimizer", "scaler", "config", "epoch", "global_step"} <= set(checkpoint)
+    checkpoint = torch.load(folder / "checkpoint-latest.pth", weights_only=True)
+    assert {"model", "optimizer", "scaler", "config", "epoch", "task_state", "rng_states"} <= set(checkpoint)
     assert not any(key.startswith("clip_teacher") for key in checkpoint["model"])
     assert all(value.dtype != torch.bfloat16 for value in checkpoint["model"].values())
-    assert (folder / "ckpt_best.pth").is_file()  # stop_key None: the last epoch is the best
+    assert (folder / "checkpoint-best.pth").is_file()  # stop_key None: the last epoch is the best
+
+
+class SimulatedKill(BaseException):
+    """Raised at a file operation: no saving code cleans up after it, as after a SIGKILL."""
+
+
+def test_killed_pretraining_resumes_bitwise(data, tmp_path):
+    from videomamba.core import checkpointing
+
+    def command(out):
+        return [str(EXP / "exp_pt/videomamba_middle_5m/config.py"), *tiny(data), "output_dir", str(out),
+                "scheduler.epochs", "2", "test_types", "[]"]  # fmt: skip
+
+    pretrain.main(command(tmp_path / "whole"))
+    calls = []
+
+    def kill_at_epoch_1(label):  # epoch 0 takes 3 file operations (latest 2, log 1); the 4th is epoch 1's
+        calls.append(label)
+        if len(calls) == 4:
+            raise SimulatedKill(label)
+
+    checkpointing.file_operation_hook = kill_at_epoch_1
+    try:
+        with pytest.raises(SimulatedKill):
+            pretrain.main(command(tmp_path / "killed"))
+    finally:
+        checkpointing.file_operation_hook = None
+    assert torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)["epoch"] == 0
+    pretrain.main(command(tmp_path / "killed"))
+    whole = torch.load(tmp_path / "whole" / "checkpoint-latest.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)
+    assert all(torch.equal(resumed["model"][k], v) for k, v in whole["model"].items())
+    assert read_log(tmp_path / "killed" / "log.txt") == read_log(tmp_path / "whole" / "log.txt")
 
 
 def test_pretraining_learns_retrieval_well_above_chance(pretrained):
@@ -87,8 +120,22 @@ def test_pretraining_learns_retrieval_well_above_chance(pretrained):
 
 
 def test_zero_shot_retrieval_from_the_pretrained_checkpoint(pretrained, data):
-    checkpoint = pretrained["runs"] / "unmasked/ckpt_best.pth"
-    results = retrieval.main([str(EXP / "exp_zs/msrvtt/config.py"), *tiny(data), "pretrained_path", str(checkpoint)])
+    checkpoint = pretrained["runs"] / "unmasked/checkpoint-best.pth"
+    # Without the model-size overrides: the checkpoint's stored configuration rebuilds its model.
+    sizes = {
+        "model.vision_encoder.depth",
+        "model.vision_encoder.embed_dim",
+        "model.vision_encoder.patch_size",
+        "model.vision_encoder.img_size",
+        "inputs.image_res",
+        "model.embed_dim",
+        "model.text_encoder.fusion_layer",
+    }
+    overrides = tiny(data)
+    pairs = zip(overrides[::2], overrides[1::2], strict=True)
+    kept = [item for key, value in pairs if key not in sizes for item in (key, value)]
+    results = retrieval.main([str(EXP / "exp_zs/msrvtt/config.py"), *kept, "pretrained_path", str(checkpoint),
+                              "unscale_lr", "True"])  # fmt: skip
     # The same weights on the same videos and captions (the pretraining layout loaded into the retrieval model).
     for key, value in pretrained["unmasked"]["msrvtt_1k_test_emb/"].items():
         assert results["test_emb/"][key] == pytest.approx(value)
@@ -99,7 +146,7 @@ def test_zero_shot_retrieval_from_the_pretrained_checkpoint(pretrained, data):
 def test_multiple_choice(pretrained, data):
     results = retrieval_mc.main(
         [str(EXP / "exp_mc/msrvtt/config.py"), *tiny(data), "output_dir", str(pretrained["runs"] / "mc"),
-         "pretrained_path", str(pretrained["runs"] / "unmasked/ckpt_best.pth")]
+         "pretrained_path", str(pretrained["runs"] / "unmasked/checkpoint-best.pth")]
     )  # fmt: skip
     print("synthetic multiple-choice accuracy:", results)
     assert results["mc_test/"]["acc"] >= 50.0  # chance: 20
@@ -112,7 +159,7 @@ def test_question_answering(pretrained, data, answer_mode):
     output = pretrained["runs"] / f"qa_{answer_mode}"
     results = vqa.main(
         [str(EXP / "exp_qa/msrvtt/config.py"), *tiny(data), "output_dir", str(output), "answer_mode", answer_mode,
-         "pretrained_path", str(pretrained["runs"] / "unmasked/ckpt_best.pth"), "scheduler.epochs", "8",
+         "pretrained_path", str(pretrained["runs"] / "unmasked/checkpoint-best.pth"), "scheduler.epochs", "8",
          "optimizer.lr", "1e-3", "test_types", "['val']"]
     )  # fmt: skip
     print(f"synthetic QA accuracy ({answer_mode}):", results)
@@ -131,16 +178,16 @@ def test_question_answering(pretrained, data, answer_mode):
 
 def test_retrieval_fine_tuning_resumes_where_it_stopped(pretrained, data):
     output = pretrained["runs"] / "finetune"
-    checkpoint = pretrained["runs"] / "unmasked/ckpt_best.pth"
+    checkpoint = pretrained["runs"] / "unmasked/checkpoint-best.pth"
     command = [str(EXP / "exp_zs/msrvtt/config.py"), *tiny(data), "evaluate", "False", "output_dir", str(output),
                "pretrained_path", str(checkpoint), "optimizer.lr", "1e-4"]  # fmt: skip
     retrieval.main([*command, "scheduler.epochs", "1"])
-    first = torch.load(output / "ckpt_latest.pth", weights_only=True)
+    first = torch.load(output / "checkpoint-latest.pth", weights_only=True)
     retrieval.main([*command, "scheduler.epochs", "2"])  # the same command, one more epoch: resumes
     records = read_log(output / "log.txt")
     assert [r["epoch"] for r in records] == [0, 1]
-    second = torch.load(output / "ckpt_latest.pth", weights_only=True)
-    assert second["epoch"] == 1 and second["global_step"] == 2 * first["global_step"]
+    second = torch.load(output / "checkpoint-latest.pth", weights_only=True)
+    assert second["epoch"] == 1 and second["task_state"]["global_step"] == 2 * first["task_state"]["global_step"]
     assert "train_video-loss_vtc" in records[1] and "test/r_mean" in records[1]
 
 
@@ -151,7 +198,7 @@ def test_entry_script_under_torchrun_with_two_processes(pretrained, data):
         ["bash", "videomamba/video_mm/torchrun.sh", "--nnodes=1", "--nproc_per_node=2",
          "videomamba/video_mm/tasks/retrieval.py", str(EXP / "exp_zs/msrvtt/config.py"), *tiny(data),
          "evaluate", "False", "output_dir", str(output), "scheduler.epochs", "1", "batch_size", "4",
-         "pretrained_path", str(pretrained["runs"] / "unmasked/ckpt_best.pth"), "optimizer.lr", "1e-4"],
+         "pretrained_path", str(pretrained["runs"] / "unmasked/checkpoint-best.pth"), "optimizer.lr", "1e-4"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -159,7 +206,7 @@ def test_entry_script_under_torchrun_with_two_processes(pretrained, data):
     records = read_log(output / "log.txt")
     assert len(records) == 1 and records[0]["test/r_mean"] > 0
     # 64 pairs over 2 ranks in batches of 4 per rank: 8 steps, the same on both ranks.
-    assert torch.load(output / "ckpt_latest.pth", weights_only=True)["global_step"] == 8
+    assert torch.load(output / "checkpoint-latest.pth", weights_only=True)["task_state"]["global_step"] == 8
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import timm
 import torch
 
 import videomamba.core.pretrain  # noqa: F401  (registers the students)
+from videomamba.core import checkpointing
 from videomamba.core.checkpoint import load_pretrained
 from videomamba.core.clip_teacher import build_clip_teacher
 from videomamba.core.logs import read_log
@@ -205,6 +206,47 @@ def test_finetune_run_tests_resumes_and_survives_a_corrupt_video(video_data, tmp
     assert evaluated["final_num_views"] == 8
 
 
+class SimulatedKill(BaseException):
+    """Raised at a file operation: no saving code cleans up after it, as after a SIGKILL."""
+
+
+def _kill_at(n: int):
+    calls = []
+
+    def hook(label: str) -> None:
+        calls.append(label)
+        if len(calls) == n:
+            raise SimulatedKill(label)
+
+    return hook
+
+
+def test_killed_finetuning_resumes_bitwise_and_evaluates_without_model_flags(video_data, tmp_path):
+    extra = ("--epochs", "2", "--model_ema", "--model_ema_decay", "0.9")
+    run_class_finetuning.main(finetune_args(video_data, tmp_path / "whole", *extra))
+    # The 8th file operation is the first write of epoch 1's checkpoint (config 2, epoch 0: latest 2, best 2, log 1).
+    checkpointing.file_operation_hook = _kill_at(8)
+    try:
+        with pytest.raises(SimulatedKill):
+            run_class_finetuning.main(finetune_args(video_data, tmp_path / "killed", *extra))
+    finally:
+        checkpointing.file_operation_hook = None
+    assert torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)["epoch"] == 0
+    run_class_finetuning.main(finetune_args(video_data, tmp_path / "killed", *extra))
+    whole = torch.load(tmp_path / "whole" / "checkpoint-latest.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)
+    for part in ("model", "model_ema"):
+        assert all(torch.equal(resumed[part][k], v) for k, v in whole[part].items()), part
+    assert read_log(tmp_path / "killed" / "log.txt") == read_log(tmp_path / "whole" / "log.txt")
+    assert sum(1 for r in read_log(tmp_path / "killed" / "log.txt") if r.get("final")) == 1
+
+    # --eval of the run's own folder without the model flags: the stored configuration rebuilds the model.
+    flags = finetune_args(video_data, tmp_path / "whole", "--eval")
+    flags.model_kwargs, flags.input_size, flags.num_frames = {}, 224, 16
+    evaluated = run_class_finetuning.main(flags)
+    assert evaluated["final_num_videos"] == 4
+
+
 def test_regression_mode_end_to_end(video_data, tmp_path):
     data = tmp_path / "regression"
     data.mkdir()
@@ -243,13 +285,25 @@ def test_masked_pretraining_with_a_tiny_clip_teacher(video_data, tmp_path):
         "--clip_teacher", "clip_test_tiny", "--clip_teacher_path", str(tmp_path / "clip.pth"),
         "--clip_input_resolution", "32", "--clip_teacher_embed_dim", "32", "--clip_output_dim", "16",
         "--clip_return_cls", "--clip_return_attn", "True", "--mask_type", "attention", "--mask_ratio", "0.5",
-        "--flip", "False", "--batch_size", "4", "--epochs", "1", "--warmup_epochs", "0", "--device", "cpu",
-        "--no_amp", "--num_workers", "0", "--video_reader", "pyav", "--output_dir", str(out),
+        "--flip", "False", "--batch_size", "4", "--epochs", "2", "--warmup_epochs", "0", "--device", "cpu",
+        "--no_amp", "--num_workers", "0", "--video_reader", "pyav",
     ]  # fmt: skip
-    args = argparse.ArgumentParser(parents=[run_videomamba_pretraining.get_args_parser()]).parse_args(flags)
+    parser = argparse.ArgumentParser(parents=[run_videomamba_pretraining.get_args_parser()])
+    args = parser.parse_args([*flags, "--output_dir", str(out)])
     assert args.flip is False and args.clip_return_cls is True  # real booleans, unlike type=bool
     record = run_videomamba_pretraining.main(args)
-    assert record["epoch"] == 0 and np.isfinite(record["train_loss"]) and record["train_loss"] > 0
+    assert record["epoch"] == 1 and np.isfinite(record["train_loss"]) and record["train_loss"] > 0
+    # Killed at the first write of epoch 1 (config 2, epoch 0: latest 2, log 1) and resumed: the same weights.
+    checkpointing.file_operation_hook = _kill_at(6)
+    try:
+        with pytest.raises(SimulatedKill):
+            run_videomamba_pretraining.main(parser.parse_args([*flags, "--output_dir", str(tmp_path / "killed")]))
+    finally:
+        checkpointing.file_operation_hook = None
+    run_videomamba_pretraining.main(parser.parse_args([*flags, "--output_dir", str(tmp_path / "killed")]))
+    resumed = torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)
+    whole = torch.load(out / "checkpoint-latest.pth", weights_only=True)
+    assert all(torch.equal(resumed["model"][k], v) for k, v in whole["model"].items())
     checkpoint = torch.load(out / "checkpoint-latest.pth", weights_only=True)
     assert any(k.startswith("clip_decoder.") for k in checkpoint["model"])
     assert not any(k.startswith(("conv1", "transformer.")) for k in checkpoint["model"])  # no teacher inside

@@ -24,7 +24,6 @@ if not __package__:
 import argparse
 import copy
 import json
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,27 +35,24 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
 from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
-from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
+from videomamba.core.checkpointing import BEST, LATEST, plain_config, restore_training_state
 from videomamba.core.cli import MissingFileError, UserError, registered_model
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
-from videomamba.core.logs import RunLog
+from videomamba.core.lifecycle import Best, Lifecycle, TrainingState, model_description
 from videomamba.core.optim import (
     GradientStep,
-    amp_dtype,
     build_optimizer,
     classification_loss,
     param_groups,
     run_until_non_finite,
 )
+from videomamba.core.runner_args import accept_both_spellings, adopt_stored_model_args, resolve_precision, scale_lr
 from videomamba.core.schedules import cosine_schedule
 from videomamba.video_sm.datasets import DATA_SETS, build_dataset, build_mixup, repeated_sample_collate
 from videomamba.video_sm.engines import finetune
 from videomamba.video_sm.engines.multiview import gather_view_outputs, merge_views, write_predictions
 
 __all__ = ["build_model", "cli", "get_args_parser", "load_finetune_checkpoint", "main"]
-
-CHECKPOINT_VERSION = 1
-LATEST, BEST = "checkpoint-latest.pth", "checkpoint-best.pth"
 
 
 def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
@@ -73,7 +69,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--seed", default=0, type=int, help="seed (+ rank)")
     run.add_argument("--resume", default="", help="training checkpoint to resume from (or to test with --eval)")
     run.add_argument("--auto_resume", action="store_true", default=True, help="resume from checkpoint-latest.pth")
-    run.add_argument("--no_auto_resume", action="store_false", dest="auto_resume")
+    run.add_argument("--no_auto_resume", "--no_resume", action="store_false", dest="auto_resume", help="start over")
     run.add_argument("--save_ckpt", action="store_true", default=True)
     run.add_argument("--no_save_ckpt", action="store_false", dest="save_ckpt")
     run.add_argument("--start_epoch", default=0, type=int, help="first epoch when not resuming")
@@ -125,6 +121,9 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     opt.add_argument("--weight_decay", default=0.05, type=float)
     opt.add_argument("--weight_decay_end", default=None, type=float, help="cosine wd target (default: constant)")
     opt.add_argument("--lr", default=1e-3, type=float, help="base lr for a total batch of 256 clips")
+    opt.add_argument(
+        "--unscale_lr", action="store_true", help="(new) --lr, --min_lr, --warmup_lr as given (not x batch/256)"
+    )
     opt.add_argument("--layer_decay", default=0.75, type=float, help="layer-wise lr decay (1.0 = off)")
     opt.add_argument(
         "--layer_decay_as_released",
@@ -189,7 +188,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     dist.add_argument(
         "--enable_deepspeed", action="store_true", help="accepted for old scripts and ignored: torch AMP is used"
     )
-    return parser
+    return accept_both_spellings(parser)
 
 
 # ------------------------------------------------------------------------------- building
@@ -335,11 +334,23 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         return _run(args, dist_info, device)
 
 
+MODEL_ARGS = ("model", "model_kwargs", "input_size", "num_frames", "tubelet_size")
+
+
+def _adopt_checkpoint_model(args: argparse.Namespace, output_dir: Path | None) -> None:
+    """--eval/--resume of this code base's checkpoints rebuild their model; --finetune keeps its size flags."""
+    own = [output_dir / n for n in (BEST, LATEST) if output_dir is not None and (output_dir / n).is_file()]
+    if args.resume or (args.eval and own):
+        adopt_stored_model_args(args, args.resume or own[0], MODEL_ARGS)
+    elif args.finetune:
+        adopt_stored_model_args(args, args.finetune, ("model_kwargs",))
+
+
 def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict[str, Any]:
     output_dir = Path(args.output_dir) if args.output_dir else None
-    main_process = is_main_process()
-    run_log = RunLog(output_dir, enabled=main_process and not args.eval, tensorboard_dir=args.log_dir)
     print(json.dumps(plain_config(args), sort_keys=True))
+    _adopt_checkpoint_model(args, output_dir)
+    use_amp, dtype, precision = resolve_precision(device, not args.no_amp, args.bf16)
 
     loader_train, loader_val, loader_test, nb_classes = build_loaders(args, dist_info, device)
     mixup_fn = None if args.eval else build_mixup(args, nb_classes)
@@ -357,7 +368,6 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         model_ema = ModelEmaV3(model, decay=args.model_ema_decay, device=ema_device)
     model = wrap_ddp(model, device)
 
-    use_amp, dtype = not args.no_amp, amp_dtype(args.bf16)
     gradient_step = GradientStep(device, fp16_scaling=use_amp and dtype == torch.float16)
     eval_kwargs = dict(device=device, amp=use_amp, amp_dtype=dtype, print_freq=args.print_freq)
     if args.eval:
@@ -365,9 +375,8 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
 
     # The original's scaling: lr values are given for a total batch of 256 clips.
     total_batch = args.batch_size * args.update_freq * dist_info.world_size * args.num_sample
-    scale = total_batch / 256.0
-    lr, min_lr, warmup_lr = args.lr * scale, args.min_lr * scale, args.warmup_lr * scale
-    print(f"lr scaled by total batch {total_batch} / 256: {args.lr:g} -> {lr:g} (min {min_lr:g}, warmup {warmup_lr:g})")
+    factor = scale_lr(args.lr, total_batch, 256, args.unscale_lr)
+    lr, min_lr, warmup_lr = args.lr * factor, args.min_lr * factor, args.warmup_lr * factor
     groups = param_groups(
         model_without_ddp,
         args.weight_decay,
@@ -386,25 +395,26 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
     criterion = build_criterion(args, mixup_fn is not None)
 
     regression = args.regression
-    start_epoch, best_metric = args.start_epoch, (float("inf") if regression else -1.0)
-    resume_path = args.resume or (find_resume_checkpoint(output_dir, LATEST) if args.auto_resume else None)
-    if resume_path:
-        print(f"Resuming from {resume_path}")
-        checkpoint = restore_training_state(
-            resume_path, model_without_ddp, optimizer=optimizer, loss_scaler=gradient_step, model_ema=model_ema
-        )
-        start_epoch = int(checkpoint.get("epoch", -1)) + 1
-        best_metric = float(checkpoint.get("best_metric", best_metric))
-        print(f"Restored {', '.join(checkpoint['restored'])}; starting at epoch {start_epoch}")
-
-    saver = CheckpointSaver(
-        output_dir or ".",
-        latest_name=LATEST,
-        best_name=BEST,
-        periodic_name="checkpoint-{epoch}.pth",
-        save_freq=args.save_ckpt_freq,
-        enabled=main_process and output_dir is not None and args.save_ckpt,
+    best = Best("val_loss", "min", "best_val_loss") if regression else Best("val_acc1", "max", "max_accuracy")
+    state = TrainingState(
+        model_without_ddp,
+        optimizer,
+        grad_step=gradient_step,
+        model_ema=model_ema,
+        extra=model_description(args.model, model_kwargs, args),
     )
+    life = Lifecycle.from_args(
+        args,
+        state,
+        args.save_ckpt_freq,
+        save=args.save_ckpt,
+        best=best if loader_val is not None else None,
+        samplers=(loader_train.sampler,),
+        steps_per_epoch=len(loader_train),
+        n_parameters=n_parameters,
+        tensorboard_dir=args.log_dir,
+    )
+    life.resume()
     options = finetune.TrainOptions(
         device=device,
         amp=use_amp,
@@ -417,69 +427,32 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         wd_values=wd_values,
     )
     resolved = dict(plain_config(args), world_size=dist_info.world_size, nb_classes=nb_classes, scaled_lr=lr)
-    run_log.write_config(resolved)
-    run_log.resume_from(start_epoch)
-    print(f"Start training for {args.epochs} epochs (from epoch {start_epoch})")
-    started = time.time()
-    record: dict[str, Any] = {}
-    try:
-        for epoch in range(start_epoch, args.epochs):
-            if hasattr(loader_train.sampler, "set_epoch"):
-                loader_train.sampler.set_epoch(epoch)
-            train_stats = finetune.train_one_epoch(
-                model,
-                criterion,
-                loader_train,
-                optimizer,
-                epoch,
-                gradient_step,
-                options,
-                model_ema=model_ema,
-                mixup_fn=mixup_fn,
-                run_log=run_log,
-            )
-            record = {f"train_{k}": v for k, v in train_stats.items()}
-            is_best = False
-            if loader_val is not None:
-                val_stats = finetune.validate(loader_val, model, regression=regression, **eval_kwargs)
-                record.update({f"val_{k}": v for k, v in val_stats.items()})
-                metric = val_stats["loss"] if regression else val_stats["acc1"]
-                is_best = metric < best_metric if regression else metric > best_metric
-                best_metric = metric if is_best else best_metric
-                print(f"{'Min val loss' if regression else 'Max val accuracy'}: {best_metric:.4f}")
-                record["best_val_loss" if regression else "max_accuracy"] = best_metric
-            record.update(epoch=epoch, n_parameters=n_parameters)
-            state = dict(
-                model=model_without_ddp.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scaler=gradient_step.state_dict(),
-                model_ema=model_ema.module.state_dict() if model_ema is not None else None,
-                epoch=epoch,
-                best_metric=best_metric,
-                model_name=args.model,
-                model_kwargs=plain_config(model_kwargs),
-                args=plain_config(args),
-                version=CHECKPOINT_VERSION,
-            )
-            run_log.log_epoch(record)
-            saver.save(state, epoch, is_best=is_best, is_last=epoch == args.epochs - 1)
-            barrier()
-        elapsed = int(time.time() - started)
-        print(f"Training time {elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}")
+    life.log.write_config(dict(resolved, precision=precision))
 
+    def train_epoch(epoch: int) -> dict[str, float]:
+        return finetune.train_one_epoch(
+            model, criterion, loader_train, optimizer, epoch, gradient_step, options,
+            model_ema=model_ema, mixup_fn=mixup_fn, run_log=life.log,
+        )  # fmt: skip
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        val_stats = finetune.validate(loader_val, model, regression=regression, **eval_kwargs)
+        return {f"val_{k}": v for k, v in val_stats.items()}
+
+    record = life.fit(train_epoch, evaluate if loader_val is not None else None)
+
+    def final() -> dict[str, Any]:
         if args.test_best:
-            best = output_dir / BEST if output_dir else None
-            if best is not None and best.is_file():
-                print(f"Final test with the best checkpoint {best}")
-                restore_training_state(best, model_without_ddp)
+            best_path = output_dir / BEST if output_dir else None
+            if best_path is not None and best_path.is_file():
+                print(f"Final test with the best checkpoint {best_path}")
+                restore_training_state(best_path, model_without_ddp)
             else:
                 print("--test_best: no checkpoint-best.pth (no validation ran?); testing the last weights")
-        final = final_test(args, model_without_ddp, loader_test, output_dir, eval_kwargs)
-        final_record = {f"final_{k}": v for k, v in final.items()}
-        run_log.log_epoch({**final_record, "epoch": args.epochs - 1})
-        return {**record, **final_record}
-    finally:
-        run_log.close()
+        metrics = final_test(args, model_without_ddp, loader_test, output_dir, eval_kwargs)
+        return {f"final_{k}": v for k, v in metrics.items()}
+
+    return {**record, **life.finish(final)}
 
 
 def final_test(

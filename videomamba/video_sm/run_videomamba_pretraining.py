@@ -23,8 +23,6 @@ if not __package__:
 import argparse
 import copy
 import json
-import time
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -33,19 +31,19 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 import videomamba.core.pretrain  # noqa: F401  (registers the *_pretrain students in timm)
 from videomamba.core.checkpoint import load_pretrained
-from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, plain_config, restore_training_state
+from videomamba.core.checkpointing import plain_config
 from videomamba.core.cli import MissingFileError, UserError, registered_model
 from videomamba.core.clip_teacher import CLIP_CONFIGS, build_clip_teacher, return_layers_from_interval
-from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
-from videomamba.core.logs import RunLog
+from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp
+from videomamba.core.lifecycle import Lifecycle, TrainingState, model_description
 from videomamba.core.masking import MASK_TYPES
 from videomamba.core.optim import (
     GradientStep,
-    amp_dtype,
     build_optimizer,
     param_groups,
     run_until_non_finite,
 )
+from videomamba.core.runner_args import accept_both_spellings, resolve_precision, scale_lr
 from videomamba.core.schedules import cosine_schedule
 from videomamba.video_sm.datasets import build_pretraining_dataset, repeated_sample_collate
 from videomamba.video_sm.engines import pretrain
@@ -53,8 +51,6 @@ from videomamba.video_sm.engines.pretrain import CLIP_LOSS_TYPES
 
 __all__ = ["build_student", "build_teacher", "cli", "get_args_parser", "main", "str_to_bool"]
 
-CHECKPOINT_VERSION = 1
-LATEST = "checkpoint-latest.pth"
 TEACHER_PATH_ENV = "VIDEOMAMBA_CHECKPOINTS"
 TEACHER_FILES = {"clip_b16": "vit_b16.pth", "clip_l14": "vit_l14.pth", "clip_l14_336": "vit_l14_336.pth"}
 
@@ -87,7 +83,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--seed", default=0, type=int)
     run.add_argument("--resume", default="", help="training checkpoint to resume from")
     run.add_argument("--auto_resume", action="store_true", default=True)
-    run.add_argument("--no_auto_resume", action="store_false", dest="auto_resume")
+    run.add_argument("--no_auto_resume", "--no_resume", action="store_false", dest="auto_resume", help="start over")
     run.add_argument("--start_epoch", default=0, type=int)
     run.add_argument("--num_workers", default=10, type=int)
     run.add_argument("--pin_mem", action="store_true", default=True)
@@ -149,6 +145,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     opt.add_argument("--weight_decay", default=0.05, type=float)
     opt.add_argument("--weight_decay_end", default=None, type=float)
     opt.add_argument("--lr", default=1.5e-4, type=float, help="base lr for a total batch of 256 clips")
+    opt.add_argument("--unscale_lr", action="store_true", help="(new) --lr, --min_lr, --warmup_lr as given")
     opt.add_argument("--warmup_lr", default=1e-6, type=float)
     opt.add_argument("--min_lr", default=1e-5, type=float)
     opt.add_argument("--warmup_epochs", default=40, type=int)
@@ -174,7 +171,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     dist.add_argument("--local_rank", "--local-rank", default=0, type=int)
     dist.add_argument("--bf16", action="store_true")
     dist.add_argument("--no_amp", action="store_true")
-    return parser
+    return accept_both_spellings(parser)
 
 
 def teacher_weights_path(args: argparse.Namespace) -> str:
@@ -263,8 +260,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict[str, Any]:
-    output_dir = Path(args.output_dir) if args.output_dir else None
-    run_log = RunLog(output_dir, enabled=is_main_process(), tensorboard_dir=args.log_dir)
     print(json.dumps(plain_config(args), sort_keys=True))
 
     student, student_kwargs = build_student(args)
@@ -298,9 +293,8 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         raise UserError(f"{len(dataset)} videos give no full batch of {args.batch_size} per process: lower it")
 
     total_batch = args.batch_size * world * args.num_sample
-    scale = total_batch / 256.0
-    lr, min_lr, warmup_lr = args.lr * scale, args.min_lr * scale, args.warmup_lr * scale
-    print(f"lr scaled by total batch {total_batch} / 256: {args.lr:g} -> {lr:g}")
+    factor = scale_lr(args.lr, total_batch, 256, args.unscale_lr)
+    lr, min_lr, warmup_lr = args.lr * factor, args.min_lr * factor, args.warmup_lr * factor
     groups = param_groups(student, args.weight_decay)
     optimizer = build_optimizer(
         groups, args.opt, lr, args.weight_decay, args.momentum, eps=args.opt_eps, betas=args.opt_betas
@@ -310,23 +304,24 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
     lr_values = cosine_schedule(lr, min_lr, args.epochs, len(loader), args.warmup_epochs, warmup_lr, warmup_steps)
     wd_end = args.weight_decay if args.weight_decay_end is None else args.weight_decay_end
     wd_values = cosine_schedule(args.weight_decay, wd_end, args.epochs, len(loader))
-    use_amp, dtype = not args.no_amp, amp_dtype(args.bf16)
+    use_amp, dtype, precision = resolve_precision(device, not args.no_amp, args.bf16)
     gradient_step = GradientStep(device, fp16_scaling=use_amp and dtype == torch.float16)
 
-    start_epoch = args.start_epoch
-    resume_path = args.resume or (find_resume_checkpoint(output_dir, LATEST) if args.auto_resume else None)
-    if resume_path:
-        checkpoint = restore_training_state(resume_path, student, optimizer=optimizer, loss_scaler=gradient_step)
-        start_epoch = int(checkpoint.get("epoch", -1)) + 1
-        print(f"Resumed from {resume_path} ({', '.join(checkpoint['restored'])}); starting at epoch {start_epoch}")
-
-    saver = CheckpointSaver(
-        output_dir or ".",
-        latest_name=LATEST,
-        periodic_name="checkpoint-{epoch}.pth",
-        save_freq=args.save_ckpt_freq,
-        enabled=is_main_process() and output_dir is not None,
+    state = TrainingState(
+        student,
+        optimizer,
+        grad_step=gradient_step,
+        extra=model_description(args.model, student_kwargs, args),
     )
+    life = Lifecycle.from_args(
+        args,
+        state,
+        args.save_ckpt_freq,
+        samplers=(loader.sampler,),
+        steps_per_epoch=len(loader),
+        tensorboard_dir=args.log_dir,
+    )
+    life.resume()
     options = pretrain.PretrainOptions(
         device=device,
         mask_type=args.mask_type,
@@ -341,33 +336,12 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
         lr_values=lr_values,
         wd_values=wd_values,
     )
-    run_log.write_config(dict(plain_config(args), world_size=world, scaled_lr=lr))
-    run_log.resume_from(start_epoch)
-    record: dict[str, Any] = {}
-    started = time.time()
-    try:
-        for epoch in range(start_epoch, args.epochs):
-            if hasattr(loader.sampler, "set_epoch"):
-                loader.sampler.set_epoch(epoch)
-            stats = pretrain.train_one_epoch(model, teacher, loader, optimizer, epoch, gradient_step, options, run_log)
-            record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
-            state = dict(
-                model=student.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scaler=gradient_step.state_dict(),
-                epoch=epoch,
-                model_name=args.model,
-                model_kwargs=plain_config(student_kwargs),
-                args=plain_config(args),
-                version=CHECKPOINT_VERSION,
-            )
-            run_log.log_epoch(record)
-            saver.save(state, epoch, is_last=epoch == args.epochs - 1)
-            barrier()
-    finally:
-        run_log.close()
-    print(f"Pretraining time {time.time() - started:.0f} s")
-    return record
+    life.log.write_config(dict(plain_config(args), world_size=world, scaled_lr=lr, precision=precision))
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        return pretrain.train_one_epoch(model, teacher, loader, optimizer, epoch, gradient_step, options, life.log)
+
+    return life.fit(train_epoch)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ def build_loader(
         drop_last=train,
         collate_fn=collate_fn,
         worker_init_fn=seed_worker,
-        persistent_workers=num_workers > 0 and train,
+        persistent_workers=False,  # fresh workers each epoch, seeded from the (restorable) torch RNG: exact resume
     )
     if train and len(loader) == 0:
         raise UserError(

@@ -1,14 +1,16 @@
 """Run machinery shared by the video_mm tasks: command line, setup, data, the epoch loop and checkpoints.
 
 A run writes into ``output_dir``: ``config.yaml`` (the merged config), ``log.txt`` (one JSON line per
-epoch), TensorBoard events (per step and per epoch), ``ckpt_latest.pth`` every epoch (atomically
-replaced), ``ckpt_best.pth`` when the ``stop_key`` metric improves (the last epoch when stop_key is
-None), ``ckpt_{epoch:02d}.pth`` per epoch when ``save_latest`` is False, and ``eval_res_latest.json`` /
-``eval_res_best.json``. Re-running the same command resumes from ``ckpt_latest.pth`` (``auto_resume``).
-Checkpoints hold {model, optimizer, scaler, config, epoch, global_step, best_metric}; the model entry
+epoch), TensorBoard events (per step and per epoch), ``checkpoint-latest.pth`` every epoch (atomically
+replaced), ``checkpoint-best.pth`` when the ``stop_key`` metric improves (the last epoch when stop_key is
+None), ``checkpoint-{epoch}.pth`` per epoch when ``save_latest`` is False, and ``eval_res_latest.json`` /
+``eval_res_best.json``. Re-running the same command resumes from ``checkpoint-latest.pth`` (``auto_resume``).
+The epoch loop, resume and checkpoints are the shared lifecycle (videomamba/core/lifecycle.py); checkpoints
+also hold {config, task_state: {global_step}}; the model entry
 never includes the CLIP teacher.
 
-Mixed precision is ``torch.autocast`` (bf16 when ``bf16``, else fp16 with a GradScaler when ``fp16``);
+Mixed precision is ``torch.autocast`` (bf16 when ``bf16``, else fp16 with a GradScaler when ``fp16``, on
+CUDA only: fp16 on the CPU runs in fp32, with a note; the run prints its precision);
 parameters and optimizer state stay float32 (the original cast the whole model to bf16).
 """
 
@@ -29,8 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from videomamba.core.checkpoint import load_pretrained
-from videomamba.core.checkpointing import CheckpointSaver, find_resume_checkpoint, restore_training_state
+from videomamba.core.checkpoint import load_checkpoint_file, load_pretrained
 from videomamba.core.cli import UserError
 from videomamba.core.distributed import (
     any_across_ranks,
@@ -42,9 +43,11 @@ from videomamba.core.distributed import (
     seed_everything,
     setup_print,
 )
+from videomamba.core.lifecycle import Best, Lifecycle, TrainingState
 from videomamba.core.logs import RunLog
 from videomamba.core.metrics import MetricLogger
 from videomamba.core.optim import GradientStep, autocast, param_groups
+from videomamba.core.runner_args import resolve_precision
 from videomamba.core.schedules import apply_schedules, cosine_schedule
 
 from ..config import ConfigError, load_config, save_config
@@ -74,6 +77,8 @@ __all__ = [
     "train_loader",
 ]
 
+# The record field holding the stop_key metric (r_mean or accuracy) that picks checkpoint-best.pth.
+STOP_METRIC = "stop_metric"
 StepFn = Callable[[nn.Module, str, Any], dict[str, torch.Tensor]]
 EvaluateFn = Callable[[nn.Module], dict[str, Any]]
 
@@ -140,14 +145,16 @@ def start_run(config: DictConfig, evaluate_only: bool = False) -> Run:
     output_dir = Path(config.output_dir) if config.output_dir else None
     if output_dir is not None and is_main_process():
         save_config(config, output_dir)
-    amp_dtype = torch.bfloat16 if config.get("bf16", False) else torch.float16
+    amp, amp_dtype, _ = resolve_precision(
+        device, bool(config.get("fp16", False) or config.get("bf16", False)), bool(config.get("bf16", False))
+    )
     return Run(
         config=config,
         device=device,
         distributed=info.distributed,
         output_dir=output_dir,
         log=RunLog(output_dir, enabled=is_main_process()),
-        amp=bool(config.get("fp16", False) or config.get("bf16", False)),
+        amp=amp,
         amp_dtype=amp_dtype,
         tokenizer=load_tokenizer(config.model.text_encoder.pretrained),
         evaluate=evaluate_only,
@@ -281,6 +288,9 @@ def prepare_model(run: Run, is_pretrain: bool) -> UMTVideoMamba:
     """Build the model; load ``pretrained_path`` (a video-text checkpoint) or else the vision encoder's
     ``pretrained`` weights (masked video pretraining); move it to the run's device."""
     config = run.config
+    if config.get("pretrained_path") and adopt_stored_model_config(config, config.pretrained_path, run.evaluate):
+        if run.output_dir is not None and is_main_process():
+            save_config(config, run.output_dir)
     model = build_model(config, run.tokenizer, is_pretrain=is_pretrain)
     report = None
     if config.get("pretrained_path"):
@@ -293,6 +303,41 @@ def prepare_model(run: Run, is_pretrain: bool) -> UMTVideoMamba:
         print(origin)
     print(f"model: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f}M trainable parameters")
     return model.to(run.device)
+
+
+# The model's architecture in the config; evaluation also takes the input size the checkpoint was trained at.
+ARCHITECTURE_KEYS = (
+    *(
+        f"model.vision_encoder.{k}"
+        for k in ("name", "patch_size", "depth", "embed_dim", "kernel_size", "clip_output_dim")
+    ),
+    "model.text_encoder.config",
+    "model.text_encoder.fusion_layer",
+    "model.embed_dim",
+)
+EVALUATION_KEYS = ("model.vision_encoder.img_size", "inputs.image_res")
+
+
+def adopt_stored_model_config(config: DictConfig, path: str, evaluate: bool) -> list[str]:
+    """Take the model configuration stored in a checkpoint this code base wrote (``pretrained_path``):
+    it wins over the config file, with one printed line of what changed; released checkpoints
+    (no stored config) change nothing. Returns the changed keys."""
+    try:
+        stored = load_checkpoint_file(path).get("config")
+    except Exception:  # the checkpoint loader that follows reports unreadable files properly
+        return []
+    if not isinstance(stored, Mapping):
+        return []
+    stored = OmegaConf.create(dict(stored))
+    changed = []
+    for key in ARCHITECTURE_KEYS + (EVALUATION_KEYS if evaluate else ()):
+        value, current = OmegaConf.select(stored, key), OmegaConf.select(config, key)
+        if value is not None and value != current:
+            OmegaConf.update(config, key, value)
+            changed.append(f"{key} {value!r} (config: {current!r})")
+    if changed:
+        print(f"Model configuration from {path} (it wins over the config): {', '.join(changed)}")
+    return changed
 
 
 def build_optimizer(model: nn.Module, config: DictConfig) -> torch.optim.Optimizer:
@@ -435,6 +480,8 @@ def fit(
     if str(schedule.get("sched", "cosine")) != "cosine":
         raise ConfigError(f"scheduler.sched {schedule.sched!r} is not supported; use 'cosine'")
     epochs = int(schedule.epochs)
+    if not config.get("unscale_lr", True):
+        raise ConfigError("unscale_lr False: video_mm has no batch-size lr scaling; optimizer.lr is used as written")
     lr = float(config.optimizer.lr)
     lr_schedule = cosine_schedule(
         lr,
@@ -444,62 +491,68 @@ def fit(
         float(schedule.get("warmup_epochs", 0)),
     )
     grad_step = GradientStep(run.device, fp16_scaling=run.amp and run.amp_dtype == torch.float16)
-    saver = CheckpointSaver(
-        run.output_dir or ".",
-        latest_name="ckpt_latest.pth",
-        best_name="ckpt_best.pth",
-        periodic_name="ckpt_{epoch:02d}.pth",
+    step_counter = StepCounter()
+    life = Lifecycle(
+        run.output_dir,
+        epochs,
+        TrainingState(
+            model,
+            optimizer,
+            grad_step=grad_step,
+            task_state=step_counter,
+            extra=dict(config=OmegaConf.to_container(config, resolve=True)),
+        ),
+        resume=config.get("resume") or None,
+        auto_resume=bool(config.get("auto_resume", True)),
         save_freq=0 if config.get("save_latest", True) else 1,
-        enabled=run.output_dir is not None and is_main_process(),
+        best=Best(STOP_METRIC) if config.get("stop_key") else None,
+        last_is_best=True,
+        steps_per_epoch=len(train_loader),
+        log_enabled=run.log.enabled,
     )
-    start_epoch, global_step, best_metric = 0, 0, None
-    resume = config.get("resume") or (
-        find_resume_checkpoint(run.output_dir, "ckpt_latest.pth") if config.get("auto_resume", True) else None
-    )
-    if resume:
-        state = restore_training_state(resume, model, optimizer, loss_scaler=grad_step)
-        start_epoch, global_step = int(state["epoch"]) + 1, int(state["global_step"])
-        best_metric = state.get("best_metric")
-        print(f"resumed from {resume} ({', '.join(state['restored'])}) at epoch {start_epoch}, step {global_step}")
-
-    run.log.resume_from(start_epoch)
-    results: dict[str, Any] = {}
+    run.log.close()
+    run.log = life.log
+    life.resume()
     stop_key = config.get("stop_key")
-    for epoch in range(start_epoch, epochs):
-        train_stats, global_step = train_one_epoch(
-            run, trained, model.temp, train_loader, step_fn, optimizer, grad_step, lr_schedule, epoch, global_step
-        )
-        results = evaluate_fn(model) if evaluate_fn is not None else {}
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        stats, step_counter.global_step = train_one_epoch(
+            run, trained, model.temp, train_loader, step_fn, optimizer, grad_step, lr_schedule, epoch,
+            step_counter.global_step,
+        )  # fmt: skip
+        return stats
+
+    results: dict[str, Any] = {}
+
+    def evaluate(epoch: int) -> dict[str, Any]:
+        results.clear()
+        results.update(evaluate_fn(model) if evaluate_fn is not None else {})
         metric = _stop_metric(results, stop_key)
-        if metric is None:  # nothing to compare: the last epoch counts as the best
-            is_best = epoch == epochs - 1
-        else:
-            is_best = best_metric is None or metric > best_metric
-            best_metric = metric if is_best else best_metric
-        # Logged before its checkpoint: a kill in between re-runs this epoch, whose record resume_from drops.
-        run.log.log_epoch({"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **_flatten(results)})
-        saver.save(
-            dict(
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scaler=grad_step.state_dict(),
-                config=OmegaConf.to_container(config, resolve=True),
-                epoch=epoch,
-                global_step=global_step,
-                best_metric=best_metric,
-            ),
-            epoch,
-            is_best=is_best,
-            is_last=epoch == epochs - 1,
-        )
+        return {**_flatten(results), **({STOP_METRIC: metric} if metric is not None else {})}
+
+    def after_epoch(epoch: int, record: Mapping[str, Any], is_best: bool) -> None:
         write_results(run, results, "eval_res_latest.json")
         if is_best:
             write_results(run, results, "eval_res_best.json")
         if results:
             print(f"epoch {epoch} evaluation: {json.dumps(results, sort_keys=True)}")
+
+    life.fit(train_epoch, evaluate, after_epoch)
     barrier()
-    run.log.close()
-    return results
+    return dict(results)
+
+
+class StepCounter:
+    """The optimizer step count across epochs (the lr schedule's index), saved in checkpoints."""
+
+    def __init__(self) -> None:
+        self.global_step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"global_step": self.global_step}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.global_step = int(state["global_step"])
 
 
 def caption_task(argv: list[str] | None, script: str, is_pretrain: bool) -> dict[str, Any]:

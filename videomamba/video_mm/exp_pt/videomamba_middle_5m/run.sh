@@ -8,7 +8,7 @@
 #
 # VideoMamba-M video-text pretraining on 5M pairs (WebVid-2M + CC3M), masked stage:
 # 10 epochs with the CLIP teacher. Then run ../videomamba_middle_5m_unmasked with
-# pretrained_path <this run>/ckpt_best.pth (released result: videomamba_m16_5M_f8_res224.pth).
+# pretrained_path <this run>/checkpoint-best.pth (released result: videomamba_m16_5M_f8_res224.pth).
 #
 # sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
 # (GPUS=1: one process). Environment: DATA_DIR, MODEL_DIR, OUTPUT_DIR, GPUS, PYTHON (see ../../launch.sh).
