@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from videomamba.core.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_pretrained
+from videomamba.core.cli import UserError
 from videomamba.core.distributed import is_main_process
 
 __all__ = [
@@ -85,12 +86,15 @@ def file_operation(label: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class WriteError(RuntimeError):
-    """A checkpoint or log write failed; the message is one line (path, OS error, free space)."""
+class WriteError(UserError, RuntimeError):
+    """A checkpoint or log write failed; the message is one line (path, OS error, free space).
+
+    A UserError so that entry points print it as that one line: the fix is on the machine, not in the code.
+    """
 
 
-class ResumeError(RuntimeError):
-    """A run folder has history but no loadable resume point."""
+class ResumeError(UserError, RuntimeError):
+    """A run folder has history but no loadable resume point (printed as one line by entry points)."""
 
 
 def _free_space(path: Path) -> str:
