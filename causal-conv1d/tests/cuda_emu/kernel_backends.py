@@ -188,8 +188,6 @@ def mutated_module(package: str, mutations: dict[str, list[tuple[str, str]]]):
     `mutations` maps a file name to (original, replacement) pairs, each original occurring exactly
     once. Replacements switch on `emu::mutation()` (the CUDA_EMU_MUTATION environment variable at
     launch), so one build holds every mutation and, with CUDA_EMU_MUTATION=0, the original code."""
-    import shutil
-
     folder = {"mamba_ssm": REPO / "mamba" / "csrc" / "cuda", "causal_conv1d": REPO / "causal-conv1d" / "csrc" / "cuda"}
     source = {
         "mamba_ssm": REPO / "mamba" / "tests" / "ops" / "emu_selective_scan.cpp",
@@ -197,13 +195,20 @@ def mutated_module(package: str, mutations: dict[str, list[tuple[str, str]]]):
     }
     build_root = Path(os.environ.get("CUDA_EMU_BUILD_DIR", emu_build.EMU_DIR / "build"))
     copy = build_root / f"{package}_mutated_sources"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(folder[package], copy)
-    for name, pairs in mutations.items():
-        text = (copy / name).read_text()
-        for original, replacement in pairs:
+    copy.mkdir(parents=True, exist_ok=True)
+    unknown = set(mutations) - {f.name for f in folder[package].iterdir()}
+    if unknown:
+        raise AssertionError(f"no such source file to mutate: {sorted(unknown)}")
+    for original_file in sorted(folder[package].iterdir()):
+        text = original_file.read_text()
+        for original, replacement in mutations.get(original_file.name, []):
             if text.count(original) != 1:
-                raise AssertionError(f"{name}: the mutated text occurs {text.count(original)} times: {original!r}")
+                raise AssertionError(
+                    f"{original_file.name}: the mutated text occurs {text.count(original)} times: {original!r}"
+                )
             text = text.replace(original, replacement)
-        (copy / name).write_text(text)
+        target = copy / original_file.name
+        # Unchanged files keep their time stamps, so the build is not redone.
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
     return emu_build.load(f"{package}_cuda_emu_mutants", source[package], [copy])

@@ -147,11 +147,11 @@ def test_shared_write_past_the_end_is_caught(mutants, expected, monkeypatch):
 
 def test_launch_plan_follows_the_device_shared_memory(mutants, monkeypatch):
     """launch_plan and the launches use the device's opt-in shared memory (the emulator's
-    CUDA_EMU_SMEM_LIMIT): N = 32 fits 8 backward warps on an H100, 4 on an A100."""
+    CUDA_EMU_SMEM_LIMIT): N = 40 fits 8 backward warps on an H100, 4 on an A100."""
     monkeypatch.setenv("CUDA_EMU_SMEM_LIMIT", str(227 * 1024))
-    h100 = mutants.launch_plan(64, 1, 32, 300)
+    h100 = mutants.launch_plan(64, 1, 40, 300)
     monkeypatch.setenv("CUDA_EMU_SMEM_LIMIT", str(163 * 1024))
-    a100 = mutants.launch_plan(64, 1, 32, 300)
+    a100 = mutants.launch_plan(64, 1, 40, 300)
     assert h100["smem_limit"] == 227 * 1024 and a100["smem_limit"] == 163 * 1024
     assert h100["bwd_warps"] == 8 and a100["bwd_warps"] == 4
     assert a100["bwd_smem"] <= 163 * 1024 < h100["bwd_smem"]
