@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# The GPU session's command: build both kernel packages with CUDA for sm_90 (H100), run the GPU tests,
-# then benchmarks/bench_ops.py --device cuda. Run from anywhere; it works in the repository root.
+# The GPU session's command, one prepared script: build both kernel packages with CUDA for sm_90 (+PTX),
+# smoke-test them with CUDA_LAUNCH_BLOCKING=1, run compute-sanitizer (racecheck, memcheck, synccheck) on
+# the smallest cases, run the GPU tests, time them with benchmarks/bench_ops.py --device cuda, and
+# collect Nsight Compute metrics of the scan kernels (bank conflicts, occupancy) when ncu is there.
+# Run from anywhere; it works in the repository root.
 #
-#   bash benchmarks/bench_gpu.sh                 # build, test, bench (in that order)
-#   bash benchmarks/bench_gpu.sh build test      # any subset of the stages, in the order given
+#   bash benchmarks/bench_gpu.sh                 # build smoke sanitize test bench ncu (in that order)
+#   bash benchmarks/bench_gpu.sh build smoke     # any subset of the stages, in the order given
 #   bash benchmarks/bench_gpu.sh bench           # builds first if the CUDA kernels do not import
 #
 # The device tool stops a command after 10 minutes, and the whole script keeps to DEADLINE seconds
 # (default 570): each stage gets min(its own timeout, the time left) and is skipped when too little is
 # left. If the build is slow, split it in two calls made back to back (the machine keeps the built
 # kernels while it stays warm; a fresh machine rebuilds in the bench stage):
-#   bash benchmarks/bench_gpu.sh build test
-#   bash benchmarks/bench_gpu.sh bench
+#   bash benchmarks/bench_gpu.sh build smoke sanitize test
+#   bash benchmarks/bench_gpu.sh bench ncu
 #
 # Logs go to LOG_DIR (default: $OUT on the device machine, else /tmp/bench_gpu-logs): build.log (the
-# compiler output; the terminal shows a summary), test.log, bench.md (the tables, ready to paste
-# into benchmarks/RESULTS.md) and bench.err (tracebacks of failed measurements, if any).
+# compiler output; the terminal shows a summary), smoke.log, sanitize-<tool>.log, test.log, bench.md
+# (the tables, ready to paste into benchmarks/RESULTS.md), bench.err (tracebacks of failed
+# measurements, if any) and ncu.csv.
 #
-# Knobs (environment): PYTHON (python3), DEADLINE (570), TEST_TIMEOUT (240), BENCH_TIMEOUT (480),
-# BENCH_ARGS (extra bench_ops.py options, e.g. "--preset s16"), UPSTREAM_PATH (passed as
-# --upstream-path, see bench_ops.py), MAX_JOBS (16 parallel compiles), NVCC_THREADS (4).
+# Knobs (environment): PYTHON (python3), DEADLINE (570), SMOKE_TIMEOUT (90), SANITIZE_TIMEOUT (70 per
+# tool), TEST_TIMEOUT (180), BENCH_TIMEOUT (240), NCU_TIMEOUT (90), BENCH_ARGS (extra bench_ops.py
+# options, e.g. "--preset s16"), UPSTREAM_PATH (passed as --upstream-path, see bench_ops.py),
+# TORCH_CUDA_ARCH_LIST (9.0; the build adds +PTX), MAX_JOBS (16 parallel compiles), NVCC_THREADS (4).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,7 +49,8 @@ kernels_import() { "$PY" -c "import causal_conv1d._C_cuda, mamba_ssm._C_cuda" >/
 build() {
     # Switch names from causal-conv1d/causal_conv1d/build.py (read by both setup.py files):
     # <PREFIX>_FORCE_CUDA_BUILD builds the CUDA extension even if detection fails; it honours TORCH_CUDA_ARCH_LIST.
-    export MAMBA_FORCE_CUDA_BUILD=TRUE CAUSAL_CONV1D_FORCE_CUDA_BUILD=TRUE TORCH_CUDA_ARCH_LIST=9.0
+    export MAMBA_FORCE_CUDA_BUILD=TRUE CAUSAL_CONV1D_FORCE_CUDA_BUILD=TRUE
+    export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
     export MAX_JOBS=${MAX_JOBS:-16} NVCC_THREADS=${NVCC_THREADS:-4}
     # causal-conv1d first: mamba's setup.py uses its build rules. --no-deps/--no-index: the machine is offline.
     BUILD_TRIED=1
@@ -70,7 +76,7 @@ build() {
 
 run_tests() {
     local t
-    t=$(budget "${TEST_TIMEOUT:-240}")
+    t=$(budget "${TEST_TIMEOUT:-180}")
     if ((t < 30)); then
         echo "SKIPPED the tests: ${t} s left of DEADLINE=${DEADLINE}"
         return 1
@@ -86,12 +92,9 @@ run_tests() {
 }
 
 bench() {
-    if ! kernels_import && ((!BUILD_TRIED)); then
-        echo "The CUDA kernels do not import (a fresh machine?): building first."
-        build || echo "Benchmarking whatever backends exist."
-    fi
+    ensure_built || echo "Benchmarking whatever backends exist."
     local t
-    t=$(budget "${BENCH_TIMEOUT:-480}")
+    t=$(budget "${BENCH_TIMEOUT:-240}")
     if ((t < 60)); then
         echo "SKIPPED the benchmark: ${t} s left of DEADLINE=${DEADLINE}"
         return 1
@@ -107,20 +110,82 @@ bench() {
     return "$rc"
 }
 
+ensure_built() {
+    if ! kernels_import && ((!BUILD_TRIED)); then
+        echo "The CUDA kernels do not import (a fresh machine?): building first."
+        build || return 1
+    fi
+}
+
+smoke() {
+    ensure_built || return 1
+    local t
+    t=$(budget "${SMOKE_TIMEOUT:-90}")
+    ((t < 20)) && { echo "SKIPPED the smoke test: ${t} s left"; return 1; }
+    stamp "smoke test, CUDA_LAUNCH_BLOCKING=1 (timeout ${t} s)"
+    CUDA_LAUNCH_BLOCKING=1 timeout -k 10 "$t" "$PY" benchmarks/gpu_smoke.py 2>&1 | tee "$LOG_DIR/smoke.log"
+    return "${PIPESTATUS[0]}"
+}
+
+sanitize() {
+    ensure_built || return 1
+    local sanitizer tool t rc status=0
+    sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
+    if [[ -z $sanitizer ]]; then
+        echo "SKIPPED compute-sanitizer: not installed"
+        return 0
+    fi
+    for tool in racecheck synccheck memcheck; do
+        t=$(budget "${SANITIZE_TIMEOUT:-70}")
+        ((t < 20)) && { echo "SKIPPED $tool: ${t} s left"; status=1; continue; }
+        stamp "compute-sanitizer --tool $tool on gpu_smoke.py --tiny (timeout ${t} s)"
+        # Triton is not under test here: the dispatchers are forced to cuda/ref by the smoke script.
+        timeout -k 10 "$t" "$sanitizer" --tool "$tool" --error-exitcode 3 "$PY" benchmarks/gpu_smoke.py --tiny \
+            >"$LOG_DIR/sanitize-$tool.log" 2>&1
+        rc=$?
+        tail -n 4 "$LOG_DIR/sanitize-$tool.log"
+        ((rc == 0)) || { echo "$tool: exit status $rc (see sanitize-$tool.log)"; status=1; }
+    done
+    return "$status"
+}
+
+ncu_metrics() {
+    ensure_built || return 1
+    local ncu t
+    ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -n 1)
+    if [[ -z $ncu ]]; then
+        echo "SKIPPED ncu: not installed"
+        return 0
+    fi
+    t=$(budget "${NCU_TIMEOUT:-90}")
+    ((t < 30)) && { echo "SKIPPED ncu: ${t} s left"; return 1; }
+    stamp "ncu: shared-memory bank conflicts and occupancy of the scan kernels (timeout ${t} s)"
+    # One launch of each scan kernel at the smoke test's shapes.
+    timeout -k 10 "$t" "$ncu" --kernel-name regex:scan_ --launch-count 4 --csv \
+        --metrics l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem,gpu__time_duration.sum \
+        "$PY" benchmarks/gpu_smoke.py >"$LOG_DIR/ncu.csv" 2>&1
+    local rc=$?
+    grep -E '"scan_|Metric' "$LOG_DIR/ncu.csv" | head -n 40
+    return "$rc"
+}
+
 stamp "start: logs in $LOG_DIR"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 nvcc --version | tail -n 2 || true
 "$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
 
 stages=("$@")
-((${#stages[@]})) || stages=(build test bench)
+((${#stages[@]})) || stages=(build smoke sanitize test bench ncu)
 status=0
 for stage in "${stages[@]}"; do
     case $stage in
         build) build || status=1 ;;
+        smoke) smoke || status=1 ;;
+        sanitize) sanitize || status=1 ;;
         test) run_tests || status=1 ;;
         bench) bench || status=1 ;;
-        *) echo "unknown stage '$stage' (build, test, bench)"; exit 2 ;;
+        ncu) ncu_metrics || status=1 ;;
+        *) echo "unknown stage '$stage' (build, smoke, sanitize, test, bench, ncu)"; exit 2 ;;
     esac
 done
 stamp "done (exit status $status)"

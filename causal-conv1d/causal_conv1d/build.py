@@ -11,6 +11,7 @@ This module is imported by setup.py only; it needs torch, never at run time.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -38,6 +39,23 @@ def nvcc_flags() -> list[str]:
         "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
         f"--threads={os.environ.get('NVCC_THREADS', '4')}",
     ]
+
+
+def arch_list_with_ptx(arch_list: str) -> str:
+    """TORCH_CUDA_ARCH_LIST with PTX for its newest arch, so that newer GPUs can JIT-compile the
+    kernels ('8.0;9.0' -> '8.0;9.0+PTX'); 'native' and lists that already carry PTX are kept."""
+    archs = [a for a in re.split(r"[;\s]+", arch_list.strip()) if a]
+    if not archs or any(a.endswith("+PTX") or not a[0].isdigit() for a in archs):
+        return ";".join(archs) or arch_list
+    newest = max(range(len(archs)), key=lambda i: tuple(int(x) for x in re.findall(r"\d+", archs[i])[:2]))
+    archs[newest] += "+PTX"
+    return ";".join(archs)
+
+
+def arch_define(arch_list: str) -> str:
+    """The arch list as one preprocessor token for -DKERNEL_BUILT_ARCHS (no quotes or ';' to escape
+    through the build tools): '8.0;9.0+PTX' -> '8_0__9_0p'. dispatch.decode_built_archs reverses it."""
+    return "__".join(a.replace("+PTX", "p").replace(".", "_") for a in re.split(r"[;\s]+", arch_list.strip()) if a)
 
 
 def cuda_toolkit_dirs(cuda_home: str | None) -> tuple[list[str], list[str]]:
@@ -87,8 +105,10 @@ def kernel_extensions(prefix: str, package: str, cpu_sources: list[str], cuda_so
         why = "no CUDA toolkit found" if not toolkit else "torch is a CPU-only build"
     else:
         why = None
-        # Build for Ampere and Hopper unless the user says otherwise (upstream ignored this variable).
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        # Ampere and Hopper unless the user says otherwise (upstream ignored this variable), plus PTX
+        # of the newest arch so that newer GPUs (Blackwell...) JIT the kernels instead of failing.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list_with_ptx(os.environ.get("TORCH_CUDA_ARCH_LIST") or "8.0;9.0")
+        archs = f"-DKERNEL_BUILT_ARCHS={arch_define(os.environ['TORCH_CUDA_ARCH_LIST'])}"
         include_dirs, library_dirs = cuda_toolkit_dirs(CUDA_HOME)
         extensions.append(
             CUDAExtension(
@@ -96,7 +116,7 @@ def kernel_extensions(prefix: str, package: str, cpu_sources: list[str], cuda_so
                 cuda_sources,
                 include_dirs=shared_includes + include_dirs,
                 library_dirs=library_dirs,
-                extra_compile_args={"cxx": ["-O3"], "nvcc": nvcc_flags()},
+                extra_compile_args={"cxx": ["-O3", archs], "nvcc": nvcc_flags() + [archs]},
             )
         )
     cpu = "CPU" if cpu_sources else "no CPU kernels (no sources)"

@@ -22,6 +22,14 @@ from torch import Tensor
 
 from causal_conv1d.dispatch import Dispatcher
 
+
+def _probe_cuda(module, device: torch.device) -> None:
+    """The smallest launch of the CUDA kernels on `device` (does this GPU have code in the build?)."""
+    x = torch.zeros(1, 1, 4, device=device)
+    module.fwd(x, torch.zeros(1, 2, device=device), None, torch.empty_like(x), False, False)
+    torch.cuda.synchronize(device)
+
+
 dispatcher = Dispatcher(
     "causal_conv1d",
     "CAUSAL_CONV1D_BACKEND",
@@ -31,6 +39,7 @@ dispatcher = Dispatcher(
         "cuda": "causal_conv1d._C_cuda",
         "triton": "causal_conv1d.triton_kernels",
     },
+    cuda_probe=_probe_cuda,
 )
 
 

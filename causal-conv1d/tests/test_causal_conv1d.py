@@ -7,6 +7,8 @@ Tolerances (max abs error, relative to the output/gradient scale):
   (2^-7 bf16, 2^-10 fp16) relative, and 1e-4 on the float32 weight gradients.
 """
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -237,6 +239,92 @@ def test_dispatcher_forcing_and_reporting(monkeypatch):
     causal_conv1d_fn(x, weight)
     assert dispatcher.last_used["causal_conv1d"] == "cpu"
     assert "cpu: yes" in dispatcher.describe()
+
+
+def _fake_dispatcher(probe, triton=True):
+    """A Dispatcher whose cuda (built for 8.0;9.0+PTX) and triton modules are stand-ins."""
+    from types import SimpleNamespace
+
+    from causal_conv1d.dispatch import Dispatcher
+
+    d = Dispatcher("fakepkg", "FAKEPKG_BACKEND", {"cuda": "x", "triton": "y"}, cuda_probe=probe)
+    d._modules = {
+        "cuda": SimpleNamespace(built_archs_code="8_0__9_0p"),
+        "triton": SimpleNamespace() if triton else None,
+    }
+    d._errors["triton"] = "not installed"
+    return d
+
+
+def test_cuda_without_code_for_the_gpu_falls_back_once(monkeypatch):
+    """A "no kernel image" error at the first launch on a GPU: one warning naming the GPU and the
+    built archs, then triton (or ref) on that GPU from then on; forcing cuda there is an error."""
+    from causal_conv1d import dispatch
+
+    calls = []
+
+    def probe(module, device):
+        calls.append(device)
+        raise RuntimeError(
+            "selective_scan CUDA forward failed: no kernel image is available for execution on the device"
+        )
+
+    monkeypatch.setattr(dispatch, "gpu_capability", lambda device: "sm_120 (Fake Blackwell)")
+    monkeypatch.delenv("FAKEPKG_BACKEND", raising=False)
+    cuda0 = torch.device("cuda", 0)
+    d = _fake_dispatcher(probe)
+    with pytest.warns(RuntimeWarning, match=r"sm_120 \(Fake Blackwell\).*8\.0;9\.0\+PTX.*triton") as record:
+        assert d.pick("op", cuda0) == "triton"
+    assert len(record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert d.pick("op", cuda0) == "triton" and d.pick("other_op", cuda0) == "triton"
+    assert calls == [cuda0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "cuda: built, but unusable on cuda:0 sm_120 (Fake Blackwell): built for archs 8.0;9.0+PTX" in d.describe()
+    monkeypatch.setenv("FAKEPKG_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="cannot run on this GPU"):
+        d.pick("op", cuda0)
+    monkeypatch.delenv("FAKEPKG_BACKEND")
+    no_triton = _fake_dispatcher(probe, triton=False)
+    with pytest.warns(RuntimeWarning, match="using the ref backend"):
+        assert no_triton.pick("op", cuda0) == "ref"
+
+
+def test_cuda_probe_other_errors_propagate(monkeypatch):
+    def probe(module, device):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.delenv("FAKEPKG_BACKEND", raising=False)
+    d = _fake_dispatcher(probe)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        d.pick("op", torch.device("cuda", 0))
+    ok = _fake_dispatcher(lambda module, device: None)
+    assert ok.pick("op", torch.device("cuda", 0)) == "cuda"
+
+
+def test_describe_says_whether_a_gpu_is_visible(monkeypatch):
+    d = _fake_dispatcher(lambda module, device: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    text = d.describe()
+    assert "cuda: built (archs 8.0;9.0+PTX), but no GPU visible" in text
+    assert "triton: importable, but no GPU visible" in text
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "cuda: yes (archs 8.0;9.0+PTX)" in d.describe()
+
+
+def test_cuda_builds_carry_ptx_of_the_newest_arch():
+    from causal_conv1d.build import arch_define, arch_list_with_ptx
+    from causal_conv1d.dispatch import decode_built_archs
+
+    assert arch_list_with_ptx("8.0;9.0") == "8.0;9.0+PTX"
+    assert arch_list_with_ptx("9.0 8.6") == "9.0+PTX;8.6"
+    assert arch_list_with_ptx("8.0;9.0a") == "8.0;9.0a+PTX"
+    assert arch_list_with_ptx("8.0+PTX;9.0") == "8.0+PTX;9.0"  # the user chose where the PTX goes
+    for archs in ("8.0;9.0+PTX", "7.5;8.6;9.0a+PTX", "9.0"):
+        assert decode_built_archs(arch_define(archs)) == archs
+        assert arch_define(archs).replace("_", "").isalnum()  # one preprocessor token, nothing to quote
 
 
 def test_reference_kernel_module_follows_the_contract():

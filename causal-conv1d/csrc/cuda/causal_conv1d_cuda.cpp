@@ -140,7 +140,15 @@ void bwd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::
   check_launch(err, "backward");
 }
 
+// The TORCH_CUDA_ARCH_LIST of the build, as one token (causal_conv1d.build.arch_define), for the
+// dispatcher's message when the GPU is not among them.
+#define KERNEL_STRINGIFY2(x) #x
+#define KERNEL_STRINGIFY(x) KERNEL_STRINGIFY2(x)
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+#ifdef KERNEL_BUILT_ARCHS
+  m.attr("built_archs_code") = KERNEL_STRINGIFY(KERNEL_BUILT_ARCHS);
+#endif
   m.doc() = "causal_conv1d CUDA kernels (float32 accumulation; fp32/fp16/bf16 inputs; deterministic backward)";
   m.def("fwd", &fwd, "causal conv1d forward", py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         py::arg("silu"), py::arg("reverse"));

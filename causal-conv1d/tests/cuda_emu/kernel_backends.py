@@ -130,3 +130,85 @@ def backend_fixtures(dispatchers) -> tuple:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
     return kernel, gpu, _exact_float32
+
+
+# ---- bounds checks of global memory and mutated builds -------------------------------------------
+
+# A NaN with a recognisable payload per dtype, written around guarded tensors.
+_POISON = {
+    torch.float32: (torch.int32, 0x7FA5A5A5),
+    torch.float16: (torch.int16, 0x7E5A),
+    torch.bfloat16: (torch.int16, 0x7FA5),
+}
+
+
+class Guard:
+    """Tensors placed inside larger buffers whose other elements are a poison NaN: a kernel that
+    reads outside a tensor gets NaNs into its results, one that writes outside changes the poison,
+    which `check` reports. Row tensors (unit stride along the last dim) get `pad` poisoned elements
+    on both sides of every row (their rows are then strided); flat ones only at both ends (they
+    stay contiguous)."""
+
+    def __init__(self, pad: int = 16):
+        self.pad = pad
+        self._buffers: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # name, buffer, mask of guard elements
+
+    def __call__(self, name: str, t: torch.Tensor | None, rows: bool = True) -> torch.Tensor | None:
+        if t is None:
+            return None
+        int_dtype, bits = _POISON[t.dtype]
+        pad = self.pad
+        if rows:
+            lead = t.shape[:-1]
+            buf = torch.empty(*lead, t.shape[-1] + 2 * pad, dtype=t.dtype)
+            buf.view(int_dtype).fill_(bits)
+            view = buf[..., pad : pad + t.shape[-1]]
+        else:
+            buf = torch.empty(t.numel() + 2 * pad, dtype=t.dtype)
+            buf.view(int_dtype).fill_(bits)
+            view = buf[pad : pad + t.numel()].view(t.shape)
+        view.copy_(t)
+        mask = torch.ones(buf.shape, dtype=torch.bool)
+        (mask[..., pad : pad + t.shape[-1]] if rows else mask[pad : pad + t.numel()]).fill_(False)
+        self._buffers.append((name, buf, mask))
+        return view
+
+    def check(self) -> list[str]:
+        """Names of the tensors whose surroundings were written."""
+        bad = []
+        for name, buf, mask in self._buffers:
+            int_dtype, bits = _POISON[buf.dtype]
+            if not (buf.view(int_dtype)[mask] == bits).all():
+                bad.append(name)
+        return bad
+
+
+def mutated_module(package: str, mutations: dict[str, list[tuple[str, str]]]):
+    """An emulator build of a copy of `package`'s CUDA sources with text substitutions applied:
+    `mutations` maps a file name to (original, replacement) pairs, each original occurring exactly
+    once. Replacements switch on `emu::mutation()` (the CUDA_EMU_MUTATION environment variable at
+    launch), so one build holds every mutation and, with CUDA_EMU_MUTATION=0, the original code."""
+    folder = {"mamba_ssm": REPO / "mamba" / "csrc" / "cuda", "causal_conv1d": REPO / "causal-conv1d" / "csrc" / "cuda"}
+    source = {
+        "mamba_ssm": REPO / "mamba" / "tests" / "ops" / "emu_selective_scan.cpp",
+        "causal_conv1d": REPO / "causal-conv1d" / "tests" / "emu_causal_conv1d.cpp",
+    }
+    build_root = Path(os.environ.get("CUDA_EMU_BUILD_DIR", emu_build.EMU_DIR / "build"))
+    copy = build_root / f"{package}_mutated_sources"
+    copy.mkdir(parents=True, exist_ok=True)
+    unknown = set(mutations) - {f.name for f in folder[package].iterdir()}
+    if unknown:
+        raise AssertionError(f"no such source file to mutate: {sorted(unknown)}")
+    for original_file in sorted(folder[package].iterdir()):
+        text = original_file.read_text()
+        for original, replacement in mutations.get(original_file.name, []):
+            if text.count(original) != 1:
+                raise AssertionError(
+                    f"{original_file.name}: the mutated text occurs {text.count(original)} times: {original!r}"
+                )
+            text = text.replace(original, replacement)
+        target = copy / original_file.name
+        # Unchanged files keep their time stamps, so the build is not redone.
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+    return emu_build.load(f"{package}_cuda_emu_mutants", source[package], [copy])

@@ -118,6 +118,58 @@ __device__ __forceinline__ void store_row(T* __restrict__ row, int64_t t0, int64
     if (t0 + k < len) row[t0 + k] = from_f32<T>(vals[k]);
 }
 
+// ---- per-lane runs of shared memory --------------------------------------------------------------
+
+// v = p[0 .. K) / p[0 .. K) = v as 128-bit (K % 4 == 0) or 64-bit (K % 2 == 0) shared-memory
+// accesses. The caller guarantees the alignment (16 / 8 bytes); the compiler cannot prove it for
+// computed offsets and would otherwise emit K scalar accesses, which conflict on the banks when
+// each lane's run starts 8 floats after the previous lane's.
+template <int K>
+__device__ __forceinline__ void lds_run(const float* p, float (&v)[K]) {
+#ifdef KERNEL_EMULATE
+  emu::check_aligned(p, K % 4 == 0 ? 16 : K % 2 == 0 ? 8 : 4);
+#endif
+  if constexpr (K % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < K / 4; ++i) {
+      const float4 q = reinterpret_cast<const float4*>(p)[i];
+      v[4 * i] = q.x, v[4 * i + 1] = q.y, v[4 * i + 2] = q.z, v[4 * i + 3] = q.w;
+    }
+  } else if constexpr (K % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < K / 2; ++i) {
+      const float2 q = reinterpret_cast<const float2*>(p)[i];
+      v[2 * i] = q.x, v[2 * i + 1] = q.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < K; ++i) v[i] = p[i];
+  }
+}
+
+template <int K>
+__device__ __forceinline__ void sts_run(float* p, const float (&v)[K]) {
+#ifdef KERNEL_EMULATE
+  emu::check_aligned(p, K % 4 == 0 ? 16 : K % 2 == 0 ? 8 : 4);
+#endif
+  if constexpr (K % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < K / 4; ++i) reinterpret_cast<float4*>(p)[i] = float4{v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]};
+  } else if constexpr (K % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < K / 2; ++i) reinterpret_cast<float2*>(p)[i] = float2{v[2 * i], v[2 * i + 1]};
+  } else {
+#pragma unroll
+    for (int i = 0; i < K; ++i) p[i] = v[i];
+  }
+}
+
+// Per-state row values (A, saved states) read once per 32 states: lane l holds row[n0 + l] and
+// the state loop takes value n from lane n % 32 with a shuffle, instead of a global load per state.
+__device__ __forceinline__ float lane_slice(const float* row, int n0, int N, int lane, float scale = 1.f) {
+  return n0 + lane < N ? row[n0 + lane] * scale : 0.f;
+}
+
 // ---- warp scans ----------------------------------------------------------------------------------
 
 // Inclusive scan over the 32 lanes of the affine maps s -> a * s + h, composed in lane order

@@ -139,9 +139,10 @@ inline size_t fwd_smem_bytes(int warps, int64_t dstate) {
   return sizeof(float) * static_cast<size_t>(2 * dstate * kTileStride + warps * dstate);
 }
 inline size_t bwd_smem_bytes(int warps, int64_t dstate) {
-  // B/C tile, double-buffered dB/dC reduction rows, per-lane dA partials, adjoint carries, outputs.
+  // B/C tile, double-buffered dB/dC reduction rows, per-lane output and sum(g A w) accumulators,
+  // per-lane dA partials, adjoint carries (see BwdShared).
   return sizeof(float) * static_cast<size_t>(2 * dstate * kTileStride + 4 * warps * kTileStride +
-                                             warps * dstate * 33 + warps * kTileStride);
+                                             2 * warps * kTileStride + warps * (dstate + 2) * 32 + warps * dstate);
 }
 inline int plan_warps(int64_t dim_per_group, int64_t dstate, size_t smem_limit, bool backward, int max_warps) {
   for (int w = max_warps; w >= 1; w /= 2) {

@@ -23,19 +23,35 @@
 
 namespace mamba_cuda {
 
+// Shared memory, in this order so that every per-lane run (tile rows, red rows, y_acc) starts on
+// a 16-byte boundary and moves as 128-bit accesses (lds_run / sts_run): lane l's run of K floats
+// starts at tile_col(l K), 8 floats (+ padding) after lane l-1's, which is bank-conflict-free for
+// 128-bit accesses only.
 struct BwdShared {
-  float* tile_b;
-  float* tile_c;
+  float* tile_b;    // [N][kTileStride]
+  float* tile_c;    // [N][kTileStride]
   float* red;       // [2 parities][2 (dB, dC)][warps][kTileStride]
-  float* dA_lanes;  // this warp's [N][32] per-lane dA partials
   float* y_acc;     // this warp's [kTileStride] output accumulators
+  float* aw_acc;    // this warp's [kTileStride] accumulators of sum_n g A w
+  float* dA_lanes;  // this warp's [N + 2][32] per-lane partials of dA[n], then dD and ddelta_bias
   float* rcarry;    // this warp's [N] adjoint carries
 };
+
+// Where a block's dB (which = 0) or dC (1) sums go: + n * L + t for state n, step t. Computed
+// where it is used rather than held across the state loop (registers are the scarce resource).
+__device__ __forceinline__ float* bc_out(const ScanParams& p, int which, int64_t b, int64_t g, int64_t blk_in_group,
+                                         int warps) {
+  if (p.bc_mode == kBCWorkspace) {
+    const int64_t slot = ((b - p.batch_begin) * p.n_groups + g) * (p.dim_per_group / warps) + blk_in_group;
+    return p.ws_bc + (slot * 2 + which) * p.dstate * p.seqlen;
+  }
+  return (which == 0 ? p.dB : p.dC) + (b * p.n_groups + g) * p.dstate * p.seqlen;
+}
 
 template <typename T, int K, bool kHasZ, bool kReverse>
 __device__ __forceinline__ void bwd_chunk(const ScanParams& p, int64_t b, int64_t d, int64_t g, int64_t blk_in_group,
                                           int64_t j, int64_t t0, const BwdShared& sh, int warp, int lane,
-                                          float& dD_acc, float& ddb_acc) {
+                                          float* small_acc) {
   constexpr int kCap = 32 * K;
   const int64_t L = p.seqlen;
   const int N = static_cast<int>(p.dstate);
@@ -74,48 +90,45 @@ __device__ __forceinline__ void bwd_chunk(const ScanParams& p, int64_t b, int64_
     }
   }
 
-  // sum_n g B and sum_n g A w in registers; the output sum_n C h in shared memory (registers are
+  // sum_n g B in registers; sum_n g A w and the output sum_n C h in shared memory (registers are
   // the scarce resource here: every array below is K wide).
   float s_b[K], s_aw[K];
   float* y_acc = sh.y_acc + col0;
+  float* aw_acc = sh.aw_acc + col0;
 #pragma unroll
-  for (int k = 0; k < K; ++k) s_b[k] = s_aw[k] = y_acc[k] = 0.f;
+  for (int k = 0; k < K; ++k) s_b[k] = s_aw[k] = 0.f;
+  sts_run<K>(y_acc, s_b);
+  sts_run<K>(aw_acc, s_b);
 
   const float* A_row = p.A + d * p.dstate;
   const float* h_start = j > 0 ? p.states + ((b * p.dim + d) * p.n_chunks + (j - 1)) * p.dstate : nullptr;
-
-  // Where this block's dB/dC sums for step t0 + tl of state n go: bc_out_* + n * L + tl.
-  float* bc_out_b;
-  float* bc_out_c;
-  if (p.bc_mode == kBCWorkspace) {
-    const int64_t slot = ((b - p.batch_begin) * p.n_groups + g) * (p.dim_per_group / warps) + blk_in_group;
-    bc_out_b = p.ws_bc + slot * 2 * p.dstate * L + t0;
-    bc_out_c = bc_out_b + p.dstate * L;
-  } else {
-    bc_out_b = p.dB + (b * p.n_groups + g) * p.dstate * L + t0;
-    bc_out_c = p.dC + (b * p.n_groups + g) * p.dstate * L + t0;
-  }
+  float A_lane = 0.f, h0_lane = 0.f;  // A[n0 + lane], h_start[n0 + lane] (see lane_slice)
 
 #pragma unroll 1
   for (int n = 0; n < N; ++n) {
-    const float A = A_row[n];
+    if ((n & 31) == 0) {
+      A_lane = lane_slice(A_row, n, N, lane);
+      if (h_start != nullptr) h0_lane = lane_slice(h_start, n, N, lane);
+    }
+    const float A = __shfl_sync(kFullMask, A_lane, n & 31);
     const float a_scale = A * kLog2e;
-    const float* bs = sh.tile_b + n * kTileStride;
-    const float* cs = sh.tile_c + n * kTileStride;
-    // B and C are re-read from the tile in each pass rather than held in registers.
-    float a[K], h[K];
+    const float* bs = sh.tile_b + n * kTileStride + col0;
+    const float* cs = sh.tile_c + n * kTileStride + col0;
+    // B and C are re-read from the tile (128-bit loads) in each pass rather than held in registers.
+    float a[K], h[K], bc[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) a[k] = exp2f(dt[k] * a_scale);
 
     // 1. States of the chunk.
+    lds_run<K>(bs, bc);
     float prod = 1.f, hl = 0.f;
 #pragma unroll
     for (int i = 0; i < K; ++i) {
       const int k = kReverse ? K - 1 - i : i;
-      hl = fmaf(a[k], hl, dtu[k] * bs[col0 + k]);
+      hl = fmaf(a[k], hl, dtu[k] * bc[k]);
       prod *= a[k];
     }
-    const float h0 = h_start != nullptr ? h_start[n] : 0.f;
+    const float h0 = __shfl_sync(kFullMask, h0_lane, n & 31);  // 0 for the first chunk
     if (vlane == 0) hl = fmaf(prod, h0, hl);
     {
       float scan_a = prod;
@@ -131,11 +144,20 @@ __device__ __forceinline__ void bwd_chunk(const ScanParams& p, int64_t b, int64_
 #pragma unroll
       for (int i = 0; i < K; ++i) {
         const int k = kReverse ? K - 1 - i : i;
-        hc = fmaf(a[k], hc, dtu[k] * bs[col0 + k]);
+        hc = fmaf(a[k], hc, dtu[k] * bc[k]);
         h[k] = hc;
-        y_acc[k] = fmaf(cs[col0 + k], hc, y_acc[k]);
-        red_c[col0 + k] = dy[k] * hc;  // dC partial
       }
+    }
+    lds_run<K>(cs, bc);  // bc holds C from here on
+    {
+      float v[K];
+      lds_run<K>(y_acc, v);
+#pragma unroll
+      for (int k = 0; k < K; ++k) v[k] = fmaf(bc[k], h[k], v[k]);
+      sts_run<K>(y_acc, v);
+#pragma unroll
+      for (int k = 0; k < K; ++k) v[k] = dy[k] * h[k];  // dC partial
+      sts_run<K>(red_c + col0, v);
     }
 
     // 2. Adjoint: the lane's map r -> prod * r + rl, composed against the processing order.
@@ -143,7 +165,7 @@ __device__ __forceinline__ void bwd_chunk(const ScanParams& p, int64_t b, int64_
 #pragma unroll
     for (int i = K - 1; i >= 0; --i) {
       const int k = kReverse ? K - 1 - i : i;
-      rl = a[k] * fmaf(cs[col0 + k], dy[k], rl);
+      rl = a[k] * fmaf(bc[k], dy[k], rl);
     }
     const float r_carry = sh.rcarry[n];
     if (vlane == 31) rl = fmaf(prod, r_carry, rl);  // the last lane (in processing order) goes first
@@ -154,20 +176,27 @@ __device__ __forceinline__ void bwd_chunk(const ScanParams& p, int64_t b, int64_
 
     // 3. Gradients, walking the steps against the processing order.
     float dA_part = 0.f;
+    {
+      float bv[K];
+      lds_run<K>(bs, bv);
+      lds_run<K>(aw_acc, s_aw);
 #pragma unroll
-    for (int i = K - 1; i >= 0; --i) {
-      const int k = kReverse ? K - 1 - i : i;
-      const int k_prev = kReverse ? k + 1 : k - 1;  // the step before k in processing order
-      const float h_prev = i == 0 ? h_in : h[k_prev];
-      const float gk = fmaf(cs[col0 + k], dy[k], r);
-      r = a[k] * gk;
-      const float w = a[k] * h_prev;
-      s_b[k] = fmaf(gk, bs[col0 + k], s_b[k]);
-      s_aw[k] = fmaf(gk * A, w, s_aw[k]);
-      dA_part = fmaf(gk * dt[k], w, dA_part);
-      red_b[col0 + k] = gk * dtu[k];  // dB partial
+      for (int i = K - 1; i >= 0; --i) {
+        const int k = kReverse ? K - 1 - i : i;
+        const int k_prev = kReverse ? k + 1 : k - 1;  // the step before k in processing order
+        const float h_prev = i == 0 ? h_in : h[k_prev];
+        const float gk = fmaf(bc[k], dy[k], r);
+        r = a[k] * gk;
+        const float w = a[k] * h_prev;
+        s_b[k] = fmaf(gk, bv[k], s_b[k]);
+        s_aw[k] = fmaf(gk * A, w, s_aw[k]);
+        dA_part = fmaf(gk * dt[k], w, dA_part);
+        h[k] = gk * dtu[k];  // dB partial (h is not needed any more)
+      }
+      sts_run<K>(red_b + col0, h);
+      sts_run<K>(aw_acc, s_aw);
     }
-    sh.dA_lanes[n * 32 + lane] += dA_part;
+    sh.dA_lanes[n * 32 + lane] += dA_part;  // lane-consecutive: conflict-free
 
     // dB/dC: sum over the block's warps in a fixed order, then out of the block.
     __syncthreads();
@@ -177,7 +206,7 @@ __device__ __forceinline__ void bwd_chunk(const ScanParams& p, int64_t b, int64_
       const float* src = red + which * warps * kTileStride + tile_col(tl);
       float s = 0.f;
       for (int w = 0; w < warps; ++w) s += src[w * kTileStride];
-      float* dst = (which == 0 ? bc_out_b : bc_out_c) + n * L + tl;
+      float* dst = bc_out(p, which, b, g, blk_in_group, warps) + (n * L + t0 + tl);
       if (p.bc_mode == kBCAtomic)
         atomicAdd(dst, s);
       else
@@ -188,7 +217,11 @@ __device__ __forceinline__ void bwd_chunk(const ScanParams& p, int64_t b, int64_
 
   // Per-step gradients (arrays reused to keep the register footprint down).
   float y[K];
+  lds_run<K>(y_acc, y);
+  lds_run<K>(aw_acc, s_aw);
   {
+    // dD and ddelta_bias partials live in shared memory between chunks (registers are scarce).
+    float dD_acc = small_acc[0], ddb_acc = small_acc[32];
     float u[K], raw[K];
     load_row<T, K>(u_row, tb, L, u);
     load_row<T, K>(delta_row, tb, L, raw);
@@ -205,14 +238,17 @@ __device__ __forceinline__ void bwd_chunk(const ScanParams& p, int64_t b, int64_
       }
       s_b[k] = fmaf(dt[k], s_b[k], D * dy[k]);  // du
       s_aw[k] = g_dt;                             // ddelta
-      y[k] = fmaf(D, u[k], y_acc[k]);             // pre-gate output
+      y[k] = fmaf(D, u[k], y[k]);                 // pre-gate output
     }
+    small_acc[0] = dD_acc;
+    small_acc[32] = ddb_acc;
   }
   store_row<T, K>(static_cast<T*>(p.du) + b * p.du_sb + d * p.du_sd, tb, L, s_b);
   store_row<T, K>(static_cast<T*>(p.ddelta) + b * p.ddelta_sb + d * p.ddelta_sd, tb, L, s_aw);
   if constexpr (kHasZ) {  // dt and dy are free again: they take dout and z
-    load_row<T, K>(dout_row, tb, L, dt);
-    load_row<T, K>(z_row, tb, L, dy);
+    // The row pointers again from the parameters: holding them across the state loop would spill.
+    load_row<T, K>(static_cast<const T*>(p.dout) + b * p.dout_sb + d * p.dout_sd, tb, L, dt);
+    load_row<T, K>(static_cast<const T*>(p.z) + b * p.z_sb + d * p.z_sd, tb, L, dy);
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const float s = sigmoid_f(dy[k]);
@@ -240,14 +276,15 @@ __global__ void __launch_bounds__(kBwdMaxWarps * 32, 1) scan_bwd_kernel(const Sc
   sh.tile_b = smem;
   sh.tile_c = sh.tile_b + p.dstate * kTileStride;
   sh.red = sh.tile_c + p.dstate * kTileStride;
-  float* dA_all = sh.red + 4 * warps * kTileStride;
-  sh.dA_lanes = dA_all + warp * p.dstate * 32;
-  sh.rcarry = dA_all + warps * p.dstate * 32 + warp * p.dstate;
-  sh.y_acc = dA_all + warps * p.dstate * 33 + warp * kTileStride;
-  for (int n = 0; n < N; ++n) sh.dA_lanes[n * 32 + lane] = 0.f;
+  float* y_all = sh.red + 4 * warps * kTileStride;
+  sh.y_acc = y_all + warp * kTileStride;
+  sh.aw_acc = y_all + (warps + warp) * kTileStride;
+  float* dA_all = y_all + 2 * warps * kTileStride;
+  sh.dA_lanes = dA_all + warp * (p.dstate + 2) * 32;
+  sh.rcarry = dA_all + warps * (p.dstate + 2) * 32 + warp * p.dstate;
+  for (int n = 0; n < N + 2; ++n) sh.dA_lanes[n * 32 + lane] = 0.f;
   for (int n = lane; n < N; n += 32) sh.rcarry[n] = 0.f;
 
-  float dD_acc = 0.f, ddb_acc = 0.f;
   const ChunkLayout cl = chunk_layout(p.seqlen);
   const int64_t nc = cl.total();
   for (int64_t j = nc - 1; j >= 0; --j) {  // against the processing order
@@ -261,22 +298,16 @@ __global__ void __launch_bounds__(kBwdMaxWarps * 32, 1) scan_bwd_kernel(const Sc
       stage_bc_tile<T, kChunkFull>(p, b, g, t0, sh.tile_b, sh.tile_c);
     __syncthreads();
     if (tail)
-      bwd_chunk<T, kItemsTail, kHasZ, kReverse>(p, b, d, g, blk_in_group, j, t0, sh, warp, lane, dD_acc, ddb_acc);
+      bwd_chunk<T, kItemsTail, kHasZ, kReverse>(p, b, d, g, blk_in_group, j, t0, sh, warp, lane, sh.dA_lanes + N * 32 + lane);
     else
-      bwd_chunk<T, kItemsFull, kHasZ, kReverse>(p, b, d, g, blk_in_group, j, t0, sh, warp, lane, dD_acc, ddb_acc);
+      bwd_chunk<T, kItemsFull, kHasZ, kReverse>(p, b, d, g, blk_in_group, j, t0, sh, warp, lane, sh.dA_lanes + N * 32 + lane);
   }
 
   // Per-row partials of dA, dD, ddelta_bias (summed over the batch by scan_reduce_small).
   float* ws = p.ws_small + (b * p.dim + d) * (p.dstate + 2);
-  for (int n = 0; n < N; ++n) {
+  for (int n = 0; n < N + 2; ++n) {
     const float v = warp_sum(sh.dA_lanes[n * 32 + lane]);
     if (lane == 0) ws[n] = v;
-  }
-  dD_acc = warp_sum(dD_acc);
-  ddb_acc = warp_sum(ddb_acc);
-  if (lane == 0) {
-    ws[N] = dD_acc;
-    ws[N + 1] = ddb_acc;
   }
 }
 

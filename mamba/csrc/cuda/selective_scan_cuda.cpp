@@ -165,16 +165,17 @@ Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor&
   return r;
 }
 
-size_t smem_limit(const at::Tensor& u) {
-#ifdef KERNEL_EMULATE
-  (void)u;
-  return 227 * 1024;
-#else
+// Opt-in shared memory per block of a device (227 KB on an H100, 163 KB on an A100, 99 KB on
+// consumer GPUs); the emulator reports CUDA_EMU_SMEM_LIMIT.
+size_t smem_limit(int device) {
   int bytes = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, u.device().index()));
+  const cudaError_t err = cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  TORCH_CHECK(err == cudaSuccess, "selective_scan CUDA: cannot query the shared memory of device ", device, ": ",
+              cudaGetErrorString(err));
   return static_cast<size_t>(bytes);
-#endif
 }
+
+size_t smem_limit(const at::Tensor& u) { return smem_limit(u.device().index() < 0 ? 0 : u.device().index()); }
 
 int max_warps(bool backward) {
   if (!backward) return mamba_cuda::kFwdMaxWarps;
@@ -328,17 +329,23 @@ void bwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, cons
   check_launch(err, "backward");
 }
 
-// Launch plan for given shapes, for tests and benchmarks: (warps per block, dB/dC mode name).
+// Launch plan for given shapes on the current device, for tests and benchmarks (0 warps: does not fit).
 py::dict launch_plan(int64_t dim, int64_t n_groups, int64_t dstate, int64_t seqlen) {
   const int64_t dpg = dim / n_groups;
+  int device = 0;
+  const cudaError_t err = cudaGetDevice(&device);
+  TORCH_CHECK(err == cudaSuccess, "selective_scan CUDA: no current device: ", cudaGetErrorString(err));
+  const size_t limit = smem_limit(device);
   py::dict d;
   d["chunk_full"] = mamba_cuda::kChunkFull;
   d["chunk_tail"] = mamba_cuda::kChunkTail;
   d["num_chunks"] = num_chunks(seqlen);
-  const size_t big = 227 * 1024;
-  d["fwd_warps"] = mamba_cuda::plan_warps(dpg, dstate, big, false, max_warps(false));
-  const int bw = mamba_cuda::plan_warps(dpg, dstate, big, true, max_warps(true));
+  d["smem_limit"] = limit;
+  d["fwd_warps"] = mamba_cuda::plan_warps(dpg, dstate, limit, false, max_warps(false));
+  d["fwd_smem"] = mamba_cuda::fwd_smem_bytes(d["fwd_warps"].cast<int>(), dstate);
+  const int bw = mamba_cuda::plan_warps(dpg, dstate, limit, true, max_warps(true));
   d["bwd_warps"] = bw;
+  d["bwd_smem"] = mamba_cuda::bwd_smem_bytes(bw, dstate);
   d["bwd_blocks_per_group"] = bw > 0 ? dpg / bw : 0;
   d["deterministic"] = deterministic_mode();
   return d;
@@ -346,7 +353,15 @@ py::dict launch_plan(int64_t dim, int64_t n_groups, int64_t dstate, int64_t seql
 
 }  // namespace
 
+// The TORCH_CUDA_ARCH_LIST of the build, as one token (causal_conv1d.build.arch_define), for the
+// dispatcher's message when the GPU is not among them.
+#define KERNEL_STRINGIFY2(x) #x
+#define KERNEL_STRINGIFY(x) KERNEL_STRINGIFY2(x)
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+#ifdef KERNEL_BUILT_ARCHS
+  m.attr("built_archs_code") = KERNEL_STRINGIFY(KERNEL_BUILT_ARCHS);
+#endif
   m.doc() = "selective scan CUDA kernels (float32 state and math; fp32/fp16/bf16 inputs)";
   m.def("num_chunks", &num_chunks, "number of saved states per row for a sequence length", py::arg("seqlen"));
   m.def("fwd", &fwd, "selective scan forward: writes out and the chunk states", py::arg("u"), py::arg("delta"),

@@ -15,7 +15,8 @@ Kernel contract (every scan backend module: ``ref_kernels``, ``_C_cpu``, ``_C_cu
         du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out_z) -> None
 u, delta, z, dout, out, du, ddelta, dz, out_z: (batch, dim, L) with unit stride along L, one input
 dtype (float32/float16/bfloat16; other dtypes always run on the reference); A: (dim, N) float32;
-B, C: (batch, G, N, L), unit stride along L, any float dtype, G may differ between B and C; D,
+B, C: (batch, G, N, L), unit stride along L, any float dtype (G may differ between B and C
+except on ``_C_cuda``, which refuses that with a clear error); D,
 delta_bias: (dim,) float32 or None. `out` is the (gated) output. `states` (batch, dim,
 num_chunks(L), N) float32 holds the state after each chunk in processing order, so
 states[:, :, -1] is the last state. The backward recomputes the states from `states` chunk by
@@ -36,6 +37,16 @@ from causal_conv1d.causal_conv1d_interface import causal_conv1d_ref, conv_bwd, c
 from causal_conv1d.causal_conv1d_interface import dispatcher as conv_dispatcher
 from causal_conv1d.dispatch import Dispatcher
 
+
+def _probe_cuda(module, device: torch.device) -> None:
+    """The smallest launch of the CUDA scan on `device` (does this GPU have code in the build?)."""
+    f32 = dict(device=device, dtype=torch.float32)
+    u, A, BC = torch.zeros(1, 1, 1, **f32), torch.zeros(1, 1, **f32), torch.zeros(1, 1, 1, 1, **f32)
+    states = torch.empty(1, 1, module.num_chunks(1), 1, **f32)
+    module.fwd(u, u, A, BC, BC, None, None, None, False, False, torch.empty_like(u), states)
+    torch.cuda.synchronize(device)
+
+
 dispatcher = Dispatcher(
     "mamba_ssm",
     "MAMBA_BACKEND",
@@ -45,6 +56,7 @@ dispatcher = Dispatcher(
         "cuda": "mamba_ssm._C_cuda",
         "triton": "mamba_ssm.ops.triton.selective_scan",
     },
+    cuda_probe=_probe_cuda,
 )
 
 

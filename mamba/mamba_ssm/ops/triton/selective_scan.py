@@ -36,7 +36,8 @@ chunks and those running sums live in small float32 (batch, dim, N) buffers, re-
 including after delta_bias + softplus. All offsets are 64-bit; grids are one-dimensional.
 
 Memory. ``states`` holds N float32 per channel every 64 steps (78 MB at batch 32, dim 768,
-L 3137, N 16, per direction; the CUDA kernel saves one per 2048 steps). The backward's dB/dC
+L 3137, N 16, per direction; the CUDA kernel saves one per 256-step chunk, or per 64-step tail
+chunk). The backward's dB/dC
 partials take batch * ceil(dim / (BLOCK_D * sub_blocks)) * N * L float32 each (150 MB at that
 size with 32-channel super-blocks), freed after the call.
 """
