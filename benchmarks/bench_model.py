@@ -41,8 +41,11 @@ Output: a machine line and markdown tables on stdout (`--md FILE` writes them to
 JSON (`--json FILE`), and the figure `--figure` (default `assets/efficiency_<device>.png`): time and
 peak memory against frames, log-log, one line per model and mode.
 
-Runtime of the default (Ti, frames 8 16 32 64, infer and train, time limit 20 s) on 2 shared CPU cores:
-see benchmarks/RESULTS.md.
+Runtime of the default (Ti, frames 8 16 32 64, infer and train, 2 threads, time limit 20 s): 16
+measurements, about 6 CPU-minutes of work by the single-thread CPU times in benchmarks/RESULTS.md (the
+64-frame ViT dominates; training steps past the time limit end their sweep early), so a few
+minutes on an idle 2-core machine. On a machine shared with other jobs use `--threads 1 --clock cpu`:
+two threads wait for each other at every op when the cores are oversubscribed.
 """
 
 from __future__ import annotations
