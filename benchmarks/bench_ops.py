@@ -3,6 +3,7 @@
     python benchmarks/bench_ops.py                               # CPU default: preset cpu, 2 threads
     python benchmarks/bench_ops.py --batches 1 --runs 10 --ref-runs 3
     python benchmarks/bench_ops.py --device cpu --preset tiny    # the GPU mode's code paths, in seconds
+    python benchmarks/bench_ops.py --only-isa --threads 1 --clock cpu   # scan vs exp floor, conv vs F.conv1d
     python benchmarks/bench_ops.py --device cuda                 # GPU default: presets s16 m64, fp32 and bf16
     bash benchmarks/bench_gpu.sh                                 # GPU session: build, GPU tests, this script
 
@@ -55,6 +56,20 @@ Tables:
    and module-like weights (dt_rank = ceil(d_model / 16), bias-free out_proj).
 4. Triton / CUDA: the ratio of the Triton backend's median to the CUDA backend's for every op, shape
    and pass that has both (on CPU: Triton, interpreted when TRITON_INTERPRET=1 is set, over the CPU kernel).
+
+5. CPU instruction sets (CPU runs, printed first; `--isa-reps` rounds, 0 turns them off, `--only-isa`
+   prints nothing else). For every variant of the scan kernel this CPU can run (MAMBA_CPU_ISA=avx512,
+   avx2, default): the exp floor = the kernel's own vectorised exp2 over B * D * L * N values held in
+   registers, on the same threads (`mamba_ssm._C_cpu.exp2_floor`: a forward computes that many decays
+   exp(delta * A) besides its other work, so it cannot be faster); the forward (under no_grad) and its
+   ratio to the floor; forward + backward and its ratio to the forward. For every variant of the conv
+   kernel (CAUSAL_CONV1D_CPU_ISA): forward and forward + backward against F.conv1d + F.silu (the
+   reference, oneDNN). The calls take turns, round after round, and the medians are printed, so a slow
+   phase of a shared machine hits them alike; `--clock cpu` times process CPU time instead of the wall
+   clock (with `--threads 1`, the time an idle core would take).
+
+"fwd" everywhere runs under `torch.no_grad()`, which is the inference path: the scan keeps its last state
+only (no per-chunk states for a backward).
 
 A backend is a `Dispatcher` backend name (`cpu`, `cuda`, `triton`); it is forced for the timed call
 (both packages' dispatchers, so the mixer's conv and scan run on the same one). Adding a backend
@@ -656,6 +671,103 @@ def bench_mixer(kit: Kit, spec: Spec, batch: int, device: str, dtype: torch.dtyp
 
 
 # ------------------------------------------------------------------------------------------------
+# CPU instruction sets: the scan against its exp floor, the conv against F.conv1d + F.silu
+# ------------------------------------------------------------------------------------------------
+
+ISA_LEVELS = ("avx512", "avx2", "default")
+
+
+def _cpu_isas(module_name: str, env_var: str) -> list[str]:
+    """The instruction-set variants this CPU can run, best first (the module's auto choice and below)."""
+    saved = os.environ.pop(env_var, None)
+    try:
+        best = importlib.import_module(module_name).isa()
+    finally:
+        if saved is not None:
+            os.environ[env_var] = saved
+    return list(ISA_LEVELS[ISA_LEVELS.index(best) :])
+
+
+def _clock(args) -> Callable[[], float]:
+    return time.process_time if args.clock == "cpu" else time.perf_counter
+
+
+def _interleaved_ms(calls: dict[str, Callable[[], object]], env: dict[str, tuple[str, str]], reps: int, args):
+    """Median ms of each call, the calls taking turns rep after rep (a slow phase of a shared machine
+    hits them alike). env[name] = (variable, value) set around that call (the ISA override)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    clock = _clock(args)
+    for rep in range(reps + 1):  # the first round warms up
+        for name, call in calls.items():
+            var, value = env.get(name, (None, None))
+            old = os.environ.get(var) if var else None
+            if var:
+                os.environ[var] = value
+            try:
+                t0 = clock()
+                call()
+                elapsed = clock() - t0
+            finally:
+                if var:
+                    os.environ.pop(var, None) if old is None else os.environ.__setitem__(var, old)
+            if rep:
+                times[name].append(1e3 * elapsed)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def print_cpu_isa_tables(kit: Kit, specs: list[Spec], args) -> None:
+    """Per instruction-set variant of the scan kernel: forward vs the exp floor (the kernel's own exp2
+    over B*D*L*N values in registers, on the same threads: `_C_cpu.exp2_floor`), and forward + backward
+    vs forward. Per variant of the conv kernel: forward and forward + backward vs F.conv1d + F.silu."""
+    scan_mod = importlib.import_module("mamba_ssm._C_cpu")
+    clock = "process CPU time (all threads)" if args.clock == "cpu" else "wall clock"
+    print(f"\n### CPU instruction sets ({args.isa_reps} interleaved rounds after one warm-up, medians, {clock})\n")
+    for spec in (s for s in specs if s.op == SCAN):
+        isas = _cpu_isas("mamba_ssm._C_cpu", "MAMBA_CPU_ISA")
+        print("| shape | MAMBA_CPU_ISA | exp floor ms | fwd ms | fwd / floor | fwd+bwd ms | fwd+bwd / fwd |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for batch in spec.batches:
+            p = scan_problem(kit, spec, batch, "cpu", torch.float32)
+            inputs, dout = p.make(batch)
+            leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+            count = batch * spec.dim * spec.seqlen * spec.d_state
+            calls, env = {}, {}
+            for isa in isas:
+                calls[f"floor {isa}"] = partial(scan_mod.exp2_floor, count)
+                calls[f"fwd {isa}"] = _no_grad_call(p.kernel, inputs)
+                calls[f"fb {isa}"] = partial(forward_backward, p.kernel, leaves, dout)
+                env.update({f"{w} {isa}": ("MAMBA_CPU_ISA", isa) for w in ("floor", "fwd", "fb")})
+            with kit.force("cpu"):
+                ms = _interleaved_ms(calls, env, args.isa_reps, args)
+            for isa in isas:
+                fl, fw, fb = ms[f"floor {isa}"], ms[f"fwd {isa}"], ms[f"fb {isa}"]
+                print(f"| {p.shape} | {isa} | {fl:.2f} | {fw:.2f} | {fw / fl:.2f}x | {fb:.2f} | {fb / fw:.2f}x |",
+                      flush=True)  # fmt: skip
+    for spec in (s for s in specs if s.op == CONV):
+        isas = _cpu_isas("causal_conv1d._C_cpu", "CAUSAL_CONV1D_CPU_ISA")
+        print("\n| shape | CAUSAL_CONV1D_CPU_ISA | F.conv1d+F.silu fwd ms | kernel fwd ms | speedup "
+              "| F.conv1d+F.silu fwd+bwd ms | kernel fwd+bwd ms | speedup |")  # fmt: skip
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for batch in spec.batches:
+            p = conv_problem(kit, spec, batch, "cpu", torch.float32)
+            inputs, dout = p.make(batch)
+            leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+            calls = {"ref fwd": _no_grad_call(p.ref, inputs), "ref fb": partial(forward_backward, p.ref, leaves, dout)}
+            env = {}
+            for isa in isas:
+                calls[f"fwd {isa}"] = _no_grad_call(p.kernel, inputs)
+                calls[f"fb {isa}"] = partial(forward_backward, p.kernel, leaves, dout)
+                env.update({f"{w} {isa}": ("CAUSAL_CONV1D_CPU_ISA", isa) for w in ("fwd", "fb")})
+            with kit.force("cpu"):
+                ms = _interleaved_ms(calls, env, args.isa_reps, args)
+            rf, rb = ms["ref fwd"], ms["ref fb"]
+            for isa in isas:
+                kf, kb = ms[f"fwd {isa}"], ms[f"fb {isa}"]
+                print(f"| {p.shape} | {isa} | {rf:.2f} | {kf:.2f} | {rf / kf:.2f}x | {rb:.2f} | {kb:.2f} "
+                      f"| {rb / kb:.2f}x |", flush=True)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------
 # Main
 # ------------------------------------------------------------------------------------------------
 
@@ -731,6 +843,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="time the importable mamba_ssm / causal_conv1d as upstream's (see the docstring)",
     )
+    parser.add_argument("--isa-reps", type=int, default=10,
+                        help="rounds of the CPU instruction-set tables (0: no such tables)")  # fmt: skip
+    parser.add_argument("--only-isa", action="store_true", help="CPU: only the instruction-set tables")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="instruction-set tables: wall clock, or process CPU time (steadier on a shared "
+                        "machine; use it with --threads 1)")  # fmt: skip
     parser.add_argument("--copy-gbs", type=float, help=argparse.SUPPRESS)  # the parent's measurement, for the child
     args = parser.parse_args(argv)  # fmt: skip
     cuda = args.device == "cuda"
@@ -785,6 +903,10 @@ def main() -> None:
     if device != "cuda":
         print("- peak memory: CUDA only ('-'); the SFU floor below assumes an H100 and means nothing on CPU")
 
+    if device == "cpu" and kit.label == "ours" and args.isa_reps > 0:
+        print_cpu_isa_tables(kit, specs, args)
+    if args.only_isa:
+        return
     rows = []
     op_specs = [s for s in specs if s.op in MAKERS]
     if op_specs:

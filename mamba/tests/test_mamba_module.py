@@ -383,3 +383,52 @@ def test_torch_compile_traces_the_mixer_without_graph_breaks():
     assert grads.keys() == eager_grads.keys()
     for name, grad in eager_grads.items():
         torch.testing.assert_close(grads[name], grad, msg=name)
+
+
+@pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode])
+def test_inference_keeps_nothing_for_a_backward(no_grad, monkeypatch):
+    """Without autograd the fused mixer runs its forward alone: no autograd.Function (so nothing is
+    saved) and the scans keep their last state only, not the per-chunk states the backward reads.
+    The output is the training-mode output."""
+    torch.manual_seed(0)
+    stack = _Stack(2, 32)
+    x = torch.randn(2, 150, 32)  # 3 chunks of the CPU kernel
+    kernels = ssi.dispatcher.kernels("cpu")
+    chunk_counts = []
+    real_fwd = kernels.fwd
+
+    def recording_fwd(*args):
+        chunk_counts.append(args[-1].shape[2])  # states: (batch, dim, chunks, N)
+        return real_fwd(*args)
+
+    monkeypatch.setattr(kernels, "fwd", recording_fwd)
+    train_out = stack(x)
+    assert set(chunk_counts) == {kernels.num_chunks(150)} and len(chunk_counts) == 4  # 2 blocks x 2 directions
+    chunk_counts.clear()
+
+    def no_autograd_function(*args):
+        raise AssertionError("MambaInnerFn.apply ran without autograd")
+
+    monkeypatch.setattr(ssi.MambaInnerFn, "apply", no_autograd_function)
+    with no_grad():
+        out = stack(x)
+    assert set(chunk_counts) == {1} and len(chunk_counts) == 4
+    torch.testing.assert_close(out, train_out.detach(), rtol=0, atol=0)
+
+
+def test_selective_scan_fn_inference_returns_the_last_state():
+    """selective_scan_fn under no_grad: the kernel keeps only the last state, which it returns."""
+    g = torch.Generator().manual_seed(0)
+    u, delta = torch.randn(2, 8, 150, generator=g), torch.rand(2, 8, 150, generator=g)
+    A, B, C = -torch.rand(8, 4, generator=g), torch.randn(2, 4, 150, generator=g), torch.randn(2, 4, 150, generator=g)
+    ref_out, ref_last = ssi.selective_scan_ref(u, delta, A, B, C, return_last_state=True)
+    for reverse in (False, True):
+        with torch.no_grad():
+            out, last = ssi.selective_scan_fn(u, delta, A, B, C, return_last_state=True, reverse=reverse)
+        assert ssi.dispatcher.last_used["selective_scan"] == "cpu"
+        if not reverse:
+            torch.testing.assert_close(out, ref_out)
+            torch.testing.assert_close(last, ref_last)
+        with torch.enable_grad():
+            out_g, last_g = ssi.selective_scan_fn(u, delta, A, B, C, return_last_state=True, reverse=reverse)
+        assert torch.equal(out, out_g) and torch.equal(last, last_g)

@@ -78,12 +78,13 @@ struct Kernels {
   const char* name;
   void (*fwd_task)(const ScanParams&, int64_t, float*);
   void (*bwd_task)(const ScanParams&, int64_t, float*);
+  float (*exp2_floor_task)(int64_t, float);
 };
 
-const Kernels kDefaultKernels{"default", isa_default::fwd_task, isa_default::bwd_task};
+const Kernels kDefaultKernels{"default", isa_default::fwd_task, isa_default::bwd_task, isa_default::exp2_floor_task};
 #ifdef CPU_SIMD_HAVE_X86_VARIANTS
-const Kernels kAvx2Kernels{"avx2", isa_avx2::fwd_task, isa_avx2::bwd_task};
-const Kernels kAvx512Kernels{"avx512", isa_avx512::fwd_task, isa_avx512::bwd_task};
+const Kernels kAvx2Kernels{"avx2", isa_avx2::fwd_task, isa_avx2::bwd_task, isa_avx2::exp2_floor_task};
+const Kernels kAvx512Kernels{"avx512", isa_avx512::fwd_task, isa_avx512::bwd_task, isa_avx512::exp2_floor_task};
 #endif
 
 const Kernels& kernels() {
@@ -194,7 +195,7 @@ struct Prepared {
 Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
                  const at::Tensor& C, const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
                  const c10::optional<at::Tensor>& delta_bias, bool delta_softplus, bool reverse,
-                 const at::Tensor& states) {
+                 const at::Tensor& states, bool last_state_ok) {
   TORCH_CHECK(u.device().is_cpu(), "selective_scan CPU: u must be a CPU tensor");
   TORCH_CHECK(u.dim() == 3, "selective_scan CPU: u must be (batch, dim, L), got ", u.sizes());
   TORCH_CHECK(unit_time_stride(u), "selective_scan CPU: u must have unit stride along L");
@@ -227,11 +228,14 @@ Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor&
   r.D = per_channel(D, p.dim, "D");
   r.delta_bias = per_channel(delta_bias, p.dim, "delta_bias");
 
-  TORCH_CHECK(states.device().is_cpu() && states.scalar_type() == at::kFloat && states.dim() == 4 &&
-                  states.size(0) == p.batch && states.size(1) == p.dim && states.size(2) == num_chunks(p.seqlen) &&
-                  states.size(3) == p.dstate,
+  const int64_t n_chunks = num_chunks(p.seqlen);
+  const bool chunks_ok = states.dim() == 4 && (states.size(2) == n_chunks || (last_state_ok && states.size(2) == 1));
+  TORCH_CHECK(states.device().is_cpu() && states.scalar_type() == at::kFloat && chunks_ok && states.size(0) == p.batch &&
+                  states.size(1) == p.dim && states.size(3) == p.dstate,
               "selective_scan CPU: states must be float32 (batch, dim, num_chunks(L), N) = (", p.batch, ", ", p.dim, ", ",
-              num_chunks(p.seqlen), ", ", p.dstate, "), got ", states.sizes(), " ", states.scalar_type());
+              n_chunks, ", ", p.dstate, ")", last_state_ok ? " or (batch, dim, 1, N) for the last state only" : "",
+              ", got ", states.sizes(), " ", states.scalar_type());
+  p.all_states = states.size(2) == n_chunks;
 
   p.u = u.data_ptr();
   p.u_sb = u.stride(0);
@@ -269,7 +273,7 @@ void fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, cons
          const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
          const c10::optional<at::Tensor>& delta_bias, bool delta_softplus, bool reverse, at::Tensor& out,
          at::Tensor& states) {
-  Prepared r = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, states);
+  Prepared r = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, states, true);
   ScanParams& p = r.p;
   check_row_tensor(out, u, "out");
   if (p.batch == 0 || p.dim == 0) return;
@@ -293,7 +297,7 @@ void bwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, cons
          const at::Tensor& states, at::Tensor& du, at::Tensor& ddelta, at::Tensor& dA, at::Tensor& dB, at::Tensor& dC,
          c10::optional<at::Tensor> dD, c10::optional<at::Tensor> dz, c10::optional<at::Tensor> ddelta_bias,
          c10::optional<at::Tensor> out_z) {
-  Prepared r = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, states);
+  Prepared r = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, states, false);
   ScanParams& p = r.p;
   check_row_tensor(dout, u, "dout");
   check_row_tensor(du, u, "du");
@@ -438,12 +442,26 @@ void bwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, cons
 
 std::string isa_name() { return kernels().name; }
 
+// The exp floor of the benchmarks: `count` exp2 evaluations in registers, split evenly over the
+// intra-op threads (as the forward's work is). Returns the sum of the results (keeps them live).
+double exp2_floor(int64_t count) {
+  TORCH_CHECK(count >= 0, "exp2_floor: count must be >= 0");
+  const Kernels& kern = kernels();
+  const int64_t n_threads = std::max<int64_t>(1, at::get_num_threads());
+  std::vector<double> sums(n_threads, 0.0);
+  at::parallel_for(0, n_threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      sums[t] = kern.exp2_floor_task(count / n_threads + (t < count % n_threads ? 1 : 0), 0.01f * (t + 1));
+  });
+  return std::accumulate(sums.begin(), sums.end(), 0.0);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "selective scan CPU kernels (float32 state and math; fp32/fp16/bf16 inputs; AVX-512/AVX2/baseline)";
   m.def("num_chunks", &num_chunks, "number of saved states per row for a sequence length", py::arg("seqlen"));
-  m.def("fwd", &fwd, "selective scan forward: writes out and the chunk states", py::arg("u"), py::arg("delta"),
+  m.def("fwd", &fwd, "selective scan forward: writes out and the chunk states (the last one only when states has one chunk)", py::arg("u"), py::arg("delta"),
         py::arg("A"), py::arg("B"), py::arg("C"), py::arg("D"), py::arg("z"), py::arg("delta_bias"),
         py::arg("delta_softplus"), py::arg("reverse"), py::arg("out"), py::arg("states"));
   m.def("bwd", &bwd, "selective scan backward: writes every gradient (and out_z if given)", py::arg("u"),
@@ -452,5 +470,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("ddelta"), py::arg("dA"), py::arg("dB"), py::arg("dC"), py::arg("dD"), py::arg("dz"),
         py::arg("ddelta_bias"), py::arg("out_z"));
   m.def("isa", &isa_name, "instruction set the kernels run with (auto-detected, or MAMBA_CPU_ISA)");
+  m.def("exp2_floor", &exp2_floor,
+        "benchmark floor: count exp2 evaluations held in registers, on the intra-op threads, with the scan's "
+        "instruction set; returns their sum",
+        py::arg("count"));
   m.attr("chunk_size") = kChunk;
+  // fwd also takes states of shape (batch, dim, 1, N): it then writes the last state only.
+  m.attr("last_state_only") = true;
 }

@@ -35,8 +35,9 @@ struct ScanParams {
   const float* delta_bias;  // (dim,) or null
   const float* Bt;          // (batch, groups, L, N) contiguous, processing order
   const float* Ct;
-  float* states;
+  float* states;  // (batch, dim, chunks, N): every chunk's final state, or only the last one
   int64_t st_sb, st_sd, st_sc, st_sn;
+  bool all_states;  // false: states has one chunk slot, the sequence's last state (inference)
   // forward
   void* out;
   int64_t out_sb, out_sd;

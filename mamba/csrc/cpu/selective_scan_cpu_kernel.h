@@ -51,6 +51,16 @@ constexpr int kParts = kLanes / kW;
 
 struct vf {
   vn p[kParts];
+  // Copied part by part: GCC's implicit copy of this aggregate went in 16- and 8-byte pieces, some
+  // through general registers (vmovq / vpinsrq in the AVX2 forward's state updates).
+  vf() = default;
+  SS_INLINE vf(const vf& o) {
+    for (int i = 0; i < kParts; ++i) p[i] = o.p[i];
+  }
+  SS_INLINE vf& operator=(const vf& o) {
+    for (int i = 0; i < kParts; ++i) p[i] = o.p[i];
+    return *this;
+  }
 };
 
 #define SS_PARTS(expr)                                  \
@@ -459,7 +469,8 @@ void fwd_block(const ScanParams& p, int64_t task, float* work) {
       store(Y + kLanes * j, y);
     }
     store_rows(out, p.out_sd, k.nl, L, s0, len, p.reverse, Y);
-    float* st = p.states + k.b * p.st_sb + k.d0 * p.st_sd + c * p.st_sc;
+    if (!p.all_states && s0 + CH < L) continue;  // inference keeps the last state only
+    float* st = p.states + k.b * p.st_sb + k.d0 * p.st_sd + (p.all_states ? c : 0) * p.st_sc;
     for (int lane = 0; lane < k.nl; ++lane)
       for (int64_t n = 0; n < N; ++n) st[lane * p.st_sd + n * p.st_sn] = get_lane(h[n], lane);
   }
@@ -642,6 +653,32 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
       p.dbias_part[k.b * p.dim + d] = get_lane(dbt, lane);
     }
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The exp floor (benchmarks/bench_ops.py): exp2_n, the forward's decay exp, over `count` values
+// made in registers (kFloorChains independent vectors in flight, one add each to move them on and
+// one to keep the results), no memory traffic. A forward computes B * D * L * N such exps besides
+// its other work, so this is the least time it can take. Returns the sum of the results.
+// ------------------------------------------------------------------------------------------------
+
+float exp2_floor_task(int64_t count, float seed) {
+  constexpr int kFloorChains = 12;  // the fastest of 4-24 with AVX2 (Zen 3)
+  vn x[kFloorChains], acc[kFloorChains];
+  for (int c = 0; c < kFloorChains; ++c) {
+    x[c] = splat_n(-seed * static_cast<float>(c + 1));
+    acc[c] = vn{};
+  }
+  for (int64_t i = 0; i < count; i += kW * kFloorChains) {
+#pragma GCC unroll 12
+    for (int c = 0; c < kFloorChains; ++c) {
+      acc[c] += exp2_n(x[c]);
+      x[c] -= 1e-7f;
+    }
+  }
+  vn s = vn{};
+  for (int c = 0; c < kFloorChains; ++c) s += acc[c];
+  return lane_sum_n(s);
 }
 
 // Entry points (non-template): pick the dtype and the N = 16 specialisation.

@@ -123,11 +123,16 @@ def selective_scan_ref(
 # --------------------------------------------------------------------------------------------
 
 
-def _scan_outputs(u: Tensor, A: Tensor, backend: str) -> tuple[Tensor, Tensor]:
-    """Empty (out, states) of the shapes `backend` writes; also the op's fake (shape-only) result."""
+def _scan_outputs(u: Tensor, A: Tensor, backend: str, all_states: bool = True) -> tuple[Tensor, Tensor]:
+    """Empty (out, states) of the shapes `backend` writes; also the op's fake (shape-only) result.
+
+    Without `all_states` (no backward will run) a backend that can keeps the last state only
+    (`last_state_only` attribute of its module: the CPU kernel); the others write every chunk's.
+    """
     batch, dim, seqlen = u.shape
     out = torch.empty_like(u, memory_format=torch.contiguous_format)
-    n_chunks = dispatcher.kernels(backend).num_chunks(seqlen)
+    kernels = dispatcher.kernels(backend)
+    n_chunks = 1 if not all_states and getattr(kernels, "last_state_only", False) else kernels.num_chunks(seqlen)
     return out, u.new_empty(batch, dim, n_chunks, A.shape[1], dtype=torch.float32)
 
 
@@ -144,16 +149,17 @@ def _scan_fwd_op(
     delta_softplus: bool,
     reverse: bool,
     backend: str,
+    all_states: bool,
 ) -> tuple[Tensor, Tensor]:
-    out, states = _scan_outputs(u, A, backend)
+    out, states = _scan_outputs(u, A, backend, all_states)
     dispatcher.kernels(backend).fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out, states)
     return out, states
 
 
 @_scan_fwd_op.register_fake
-def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
+def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, all_states):
     # The number of chunks is the backend's choice: ask it here, outside the traced graph.
-    return _scan_outputs(u, A, backend)
+    return _scan_outputs(u, A, backend, all_states)
 
 
 @torch.library.custom_op(
@@ -212,11 +218,14 @@ def _unit_last_stride(t: Tensor | None) -> Tensor | None:
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
-def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend) -> tuple[Tensor, Tensor]:
-    """(gated output, chunk states) through a kernel backend; no autograd."""
+def scan_fwd(
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, all_states: bool = True
+) -> tuple[Tensor, Tensor]:
+    """(gated output, chunk states) through a kernel backend; no autograd. all_states=False: no
+    backward will read the states, only the last one is needed (see _scan_outputs)."""
     if backend != "ref":
-        return _scan_fwd_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend)
-    out, states = _scan_outputs(u, A, backend)
+        return _scan_fwd_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, all_states)
+    out, states = _scan_outputs(u, A, backend, all_states)
     dispatcher.kernels(backend).fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out, states)
     return out, states
 
@@ -288,21 +297,29 @@ def _check_scan_args(u, delta, A, B, C, D, z, delta_bias):
             raise ValueError(f"{name} must be ({dim},), got {tuple(t.shape)}")
 
 
+def _scan_fwd_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, all_states):
+    """The kernel forward on normalised inputs: (out, last state, states, the normalised inputs)."""
+    u, delta, z = (_unit_last_stride(t) for t in (u, delta, z))
+    B = _unit_last_stride(B.unsqueeze(1) if B.dim() == 3 else B)
+    C = _unit_last_stride(C.unsqueeze(1) if C.dim() == 3 else C)
+    A = A.float().contiguous()
+    D = None if D is None else D.float().contiguous()
+    delta_bias = None if delta_bias is None else delta_bias.float().contiguous()
+    out, states = scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, all_states)
+    return out, states[:, :, -1], states, (u, delta, A, B, C, D, z, delta_bias)
+
+
 class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, backend):
         squeeze_groups = B.dim() == 3
-        u, delta, z = (_unit_last_stride(t) for t in (u, delta, z))
-        B = _unit_last_stride(B.unsqueeze(1) if B.dim() == 3 else B)
-        C = _unit_last_stride(C.unsqueeze(1) if C.dim() == 3 else C)
-        A = A.float().contiguous()
-        D = None if D is None else D.float().contiguous()
-        delta_bias = None if delta_bias is None else delta_bias.float().contiguous()
-        out, states = scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        out, last, states, inputs = _scan_fwd_inputs(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, all_states=True
+        )
+        ctx.save_for_backward(*inputs, states)
         ctx.flags = (delta_softplus, reverse, backend, squeeze_groups)
-        ctx.mark_non_differentiable(states)
-        return out, states[:, :, -1]
+        ctx.mark_non_differentiable(last)
+        return out, last
 
     @staticmethod
     def backward(ctx, dout, dlast_state):
@@ -350,10 +367,17 @@ def selective_scan_fn(
             flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus, True
         )
         return (res[0].flip(-1), res[1]) if return_last_state else res[0].flip(-1)
-    out, last_state = SelectiveScanFn.apply(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, backend
-    )
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, backend)
+    if _wants_grad(args):
+        out, last_state = SelectiveScanFn.apply(*args)
+    else:  # inference: the kernel keeps the last state only, nothing is saved
+        out, last_state = _scan_fwd_inputs(*args[:8], delta_softplus, reverse, backend, all_states=False)[:2]
     return (out, last_state) if return_last_state else out
+
+
+def _wants_grad(args: tuple) -> bool:
+    """Whether autograd will need a backward for a call with these arguments."""
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,6 +409,54 @@ def _f32(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.float()
 
 
+def _mixer_forward(
+    xz, out_proj_weight, out_proj_bias, softplus, divide_out, conv_backend, scan_backend, *params, for_backward=True
+):
+    """MambaInnerFn's forward: (result, xz in the compute dtype, what the backward reads per direction
+    (x_dbl and the chunk states), compute dtype). Without `for_backward` (inference) the scans keep
+    their last state only and nothing is collected for a backward."""
+    device_type = xz.device.type
+    compute_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else xz.dtype
+    n_dirs = len(params) // _PARAMS_PER_DIRECTION
+    xz = xz.to(compute_dtype) if xz.stride(-1) == 1 else xz.to(compute_dtype).contiguous()
+    x, z = xz.chunk(2, dim=1)
+    x = x.contiguous()
+    with torch.autocast(device_type, enabled=False):
+        y, saved = None, []
+        for i in range(n_dirs):
+            conv_w, conv_b, x_proj_w, dt_proj_w, A, D, delta_bias, B_bias, C_bias = params[
+                i * _PARAMS_PER_DIRECTION : (i + 1) * _PARAMS_PER_DIRECTION
+            ]
+            reverse = i == 1
+            conv_out = conv_fwd(x, conv_w, conv_b, True, reverse, conv_backend)
+            x_dbl = F.linear(rearrange(conv_out, "b d l -> (b l) d"), x_proj_w.to(compute_dtype))
+            delta, B, C = _delta_B_C(x_dbl, dt_proj_w, A.shape[1], B_bias, C_bias, x.shape[-1])
+            out, states = scan_fwd(
+                conv_out, delta, A.float(), B, C, _f32(D), z, _f32(delta_bias), softplus, reverse, scan_backend,
+                all_states=for_backward,
+            )  # fmt: skip
+            y = out if y is None else y + out
+            if for_backward:
+                saved += [x_dbl, states]
+        if divide_out:
+            y = y / n_dirs
+        if out_proj_weight is not None:
+            w = out_proj_weight.to(compute_dtype)
+            b = None if out_proj_bias is None else out_proj_bias.to(compute_dtype)
+            result = F.linear(rearrange(y, "b d l -> b l d"), w, b)
+        else:
+            result = y
+    return result, xz, saved, compute_dtype
+
+
+def _apply_mixer(*args):
+    """MambaInnerFn.apply(*args), or under no_grad / inference_mode (or with no input requiring a
+    gradient) its forward alone: no autograd node, nothing saved, no chunk states kept."""
+    if _wants_grad(args):
+        return MambaInnerFn.apply(*args)
+    return _mixer_forward(*args, for_backward=False)[0]
+
+
 class MambaInnerFn(torch.autograd.Function):
     """The whole mixer after in_proj, for one direction or both (bidirectional, summed).
 
@@ -394,36 +466,11 @@ class MambaInnerFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xz, out_proj_weight, out_proj_bias, softplus, divide_out, conv_backend, scan_backend, *params):
-        device_type = xz.device.type
-        compute_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else xz.dtype
-        n_dirs = len(params) // _PARAMS_PER_DIRECTION
-        xz = xz.to(compute_dtype) if xz.stride(-1) == 1 else xz.to(compute_dtype).contiguous()
-        x, z = xz.chunk(2, dim=1)
-        x = x.contiguous()
-        with torch.autocast(device_type, enabled=False):
-            y, saved = None, []
-            for i in range(n_dirs):
-                conv_w, conv_b, x_proj_w, dt_proj_w, A, D, delta_bias, B_bias, C_bias = params[
-                    i * _PARAMS_PER_DIRECTION : (i + 1) * _PARAMS_PER_DIRECTION
-                ]
-                reverse = i == 1
-                conv_out = conv_fwd(x, conv_w, conv_b, True, reverse, conv_backend)
-                x_dbl = F.linear(rearrange(conv_out, "b d l -> (b l) d"), x_proj_w.to(compute_dtype))
-                delta, B, C = _delta_B_C(x_dbl, dt_proj_w, A.shape[1], B_bias, C_bias, x.shape[-1])
-                out, states = scan_fwd(
-                    conv_out, delta, A.float(), B, C, _f32(D), z, _f32(delta_bias), softplus, reverse, scan_backend
-                )
-                y = out if y is None else y + out
-                saved += [x_dbl, states]
-            if divide_out:
-                y = y / n_dirs
-            if out_proj_weight is not None:
-                w = out_proj_weight.to(compute_dtype)
-                b = None if out_proj_bias is None else out_proj_bias.to(compute_dtype)
-                result = F.linear(rearrange(y, "b d l -> b l d"), w, b)
-            else:
-                result = y
+        result, xz, saved, compute_dtype = _mixer_forward(
+            xz, out_proj_weight, out_proj_bias, softplus, divide_out, conv_backend, scan_backend, *params
+        )
         ctx.save_for_backward(xz, out_proj_weight, out_proj_bias, *params, *saved)
+        n_dirs = len(params) // _PARAMS_PER_DIRECTION
         ctx.flags = (softplus, divide_out, conv_backend, scan_backend, compute_dtype, n_dirs)
         return result
 
@@ -636,7 +683,7 @@ def mamba_inner_fn(
             delta_softplus,
         )
     conv_w = rearrange(conv1d_weight, "d 1 w -> d w") if conv1d_weight.dim() == 3 else conv1d_weight
-    return MambaInnerFn.apply(
+    return _apply_mixer(
         xz,
         out_proj_weight,
         out_proj_bias,
@@ -823,7 +870,7 @@ def bimamba_inner_fn(
             divide_out=divide_out,
         )
     as_2d = lambda w: rearrange(w, "d 1 w -> d w") if w.dim() == 3 else w  # noqa: E731
-    return MambaInnerFn.apply(
+    return _apply_mixer(
         xz,
         out_proj_weight,
         out_proj_bias,

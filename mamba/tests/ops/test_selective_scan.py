@@ -254,6 +254,25 @@ def test_every_instruction_set(isa, monkeypatch):
     compare_with_reference(Case(L=67, N=16, dtype=F16, dim=16, reverse=True))
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_last_state_only_forward(isa, reverse, monkeypatch):
+    """The inference forward (states with one chunk slot) writes the output of the full forward, bit
+    for bit, and the final state into that slot, on every instruction set."""
+    levels = ["default", "avx2", "avx512"]
+    monkeypatch.delenv("MAMBA_CPU_ISA", raising=False)
+    if levels.index(isa) > levels.index(K.isa()):
+        pytest.skip(f"this CPU runs at most {K.isa()}")
+    monkeypatch.setenv("MAMBA_CPU_ISA", isa)
+    case = Case(L=150, N=16, dim=40, reverse=reverse)
+    x = make_inputs(case)
+    args = (x["u"], x["delta"], x["A"], x["B"].unsqueeze(1), x["C"].unsqueeze(1), x["D"], x["z"], x["delta_bias"])
+    out_all, states_all = scan_fwd(*args, True, reverse, "cpu")
+    out_last, states_last = scan_fwd(*args, True, reverse, "cpu", all_states=False)
+    assert states_all.shape[2] == K.num_chunks(case.L) > 1 and states_last.shape[2] == 1
+    assert torch.equal(out_last, out_all) and torch.equal(states_last[:, :, 0], states_all[:, :, -1])
+
+
 def test_isa_override_is_checked(monkeypatch):
     monkeypatch.setenv("MAMBA_CPU_ISA", "sse9")
     with pytest.raises(RuntimeError, match="MAMBA_CPU_ISA"):
