@@ -124,6 +124,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     opt.add_argument("--weight_decay", default=0.05, type=float)
     opt.add_argument("--weight_decay_end", default=None, type=float, help="cosine wd target (default: constant)")
     opt.add_argument("--lr", default=1e-3, type=float, help="base lr for a total batch of 256 clips")
+    opt.add_argument("--unscale_lr", action="store_true", help="use --lr/--min_lr/--warmup_lr as given")
     opt.add_argument("--layer_decay", default=0.75, type=float, help="layer-wise lr decay (1.0 = off)")
     opt.add_argument(
         "--layer_decay_as_released",
@@ -364,7 +365,7 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
 
     # The original's scaling: lr values are given for a total batch of 256 clips.
     total_batch = args.batch_size * args.update_freq * dist_info.world_size * args.num_sample
-    scale = total_batch / 256.0
+    scale = 1.0 if args.unscale_lr else total_batch / 256.0
     lr, min_lr, warmup_lr = args.lr * scale, args.min_lr * scale, args.warmup_lr * scale
     print(f"lr scaled by total batch {total_batch} / 256: {args.lr:g} -> {lr:g} (min {min_lr:g}, warmup {warmup_lr:g})")
     groups = param_groups(
