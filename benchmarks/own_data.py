@@ -46,14 +46,16 @@ CONTAINERS = [
 FRAME_SIZES = [(48, 64), (64, 48), (56, 72), (60, 60)]  # (height, width); the recipes resize
 
 
-def moving_square(rng: np.random.Generator, direction: str, height: int, width: int, frames: int) -> np.ndarray:
+def moving_square(
+    rng: np.random.Generator, direction: str, height: int, width: int, frames: int, colour: tuple | None = None
+) -> np.ndarray:
     """uint8 (frames, height, width, 3): a square of random colour and size crossing the frame over noise."""
     dy, dx = DIRECTIONS[direction]
     side = int(min(height, width) * rng.uniform(0.25, 0.35))
     travel = 0.5 * min(height, width)
     start_y = rng.uniform(0, height - side - (travel if dy > 0 else 0)) + (travel if dy < 0 else 0)
     start_x = rng.uniform(0, width - side - (travel if dx > 0 else 0)) + (travel if dx < 0 else 0)
-    colour = rng.integers(120, 256, size=3)
+    colour = rng.integers(120, 256, size=3) if colour is None else colour
     video = rng.integers(0, 60, size=(frames, height, width, 3)).astype(np.uint8)
     for t in range(frames):
         y = int(start_y + dy * travel * t / (frames - 1))
@@ -128,7 +130,6 @@ def make_images(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
 def make_video_text(root: Path, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
     """root/videos/*.mp4, root/train.json (video, caption) and root/test.json (retrieval), a tiny BERT."""
     from videomamba.core.video_io import write_video
-    from videomamba.video_mm.synthetic import write_tiny_bert
 
     colours = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 240), "yellow": (230, 220, 40)}
     classes = [(c, d) for c in colours for d in ("left", "right")]
@@ -138,15 +139,18 @@ def make_video_text(root: Path, train_per_class: int, test_per_class: int, seed:
     for split, count in (("train", train_per_class), ("test", test_per_class)):
         for i in range(count * len(classes)):
             colour, direction = classes[i % len(classes)]
-            frames = moving_square(rng, direction, 48, 48, 16)
-            frames[(frames == frames.max(axis=-1, keepdims=True)).all(-1) & (frames.max(-1) > 100)] = colours[colour]
+            frames = moving_square(rng, direction, 48, 48, 16, colour=colours[colour])
             name = f"{split}_{i:04d}.mp4"
             write_video(root / "videos" / name, frames, fps=8, qscale="3")
             caption = f"a {colour} square moves to the {direction}"
             splits[split].append({"video": name, "caption": caption if split == "train" else [caption]})
     for split, entries in splits.items():
         (root / f"{split}.json").write_text(json.dumps(entries, indent=1))
-    write_tiny_bert(root / "bert")
+    # A tokenizer of its own: the special tokens, then the caption words (the recipe's small BERT
+    # config has room for any vocabulary up to BERT's 30522 entries).
+    words = sorted({w for e in splits["train"] for w in e["caption"].split()})
+    (root / "bert").mkdir(exist_ok=True)
+    (root / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     return root
 
 
@@ -184,7 +188,7 @@ def bench_image_sm(out: Path, epochs: int) -> dict:
 
 
 def bench_video_mm(out: Path, epochs: int) -> dict:
-    data = make_video_text(out / "video_mm_data", train_per_class=8, test_per_class=2)
+    data = make_video_text(out / "video_mm_data", train_per_class=8, test_per_class=1)
     env = dict(
         TRAIN_JSON=str(data / "train.json"),
         TEST_JSON=str(data / "test.json"),
@@ -198,7 +202,7 @@ def bench_video_mm(out: Path, epochs: int) -> dict:
     result = json.loads((out / "video_mm_run" / "eval_res_latest.json").read_text())
     first = next(iter(result.values()))
     score = first["txt_r1"]
-    return dict(task="video_mm", score=score, metric="text-to-video R@1 (%)", chance=100 / 16, seconds=round(seconds))
+    return dict(task="video_mm", score=score, metric="text-to-video R@1 (%)", chance=100 / 8, seconds=round(seconds))
 
 
 BENCHES = {"video_sm": bench_video_sm, "image_sm": bench_image_sm, "video_mm": bench_video_mm}
