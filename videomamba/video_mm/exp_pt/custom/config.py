@@ -8,7 +8,7 @@ TEXT_CONFIG); `key value` overrides after it win, as for every config.
 
 _base_ = "../../configs/base.py"
 
-train_file = dict(anno_path="train.json", media_root="videos", media_type="video")
+train_file = [dict(anno_path="train.json", media_root="videos", media_type="video")]
 test_file = dict(test=dict(anno_path="test.json", media_root="videos", media_type="video"))
 test_types = ["test"]
 stop_key = None  # the last epoch is kept; set "test/" to keep the best test r_mean instead

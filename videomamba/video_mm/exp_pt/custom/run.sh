@@ -27,7 +27,7 @@ export GPUS="${GPUS:-1}"
 MEDIA_ROOT="${MEDIA_ROOT:-data/my_videos}"
 TRAIN_JSON="${TRAIN_JSON:-$MEDIA_ROOT/train.json}"
 TEST_JSON="${TEST_JSON-$MEDIA_ROOT/test.json}"
-paths=(train_file "{'anno_path': '$TRAIN_JSON', 'media_root': '$MEDIA_ROOT', 'media_type': 'video'}")
+paths=(train_file "[{'anno_path': '$TRAIN_JSON', 'media_root': '$MEDIA_ROOT', 'media_type': 'video'}]")
 if [[ -n "$TEST_JSON" ]]; then
     paths+=(test_file "{'test': {'anno_path': '$TEST_JSON', 'media_root': '$MEDIA_ROOT', 'media_type': 'video'}}")
 else
