@@ -16,10 +16,9 @@ release's checkpoints exactly.
 Why ``"avg"`` exists: at initialisation a block mixes tokens almost only through its causal conv
 (4 tokens wide); the SSM path between distant tokens starts about 1e-4 times weaker (B and C come
 from ``x_proj``, initialised at std 0.02). So a randomly initialised model pooling its front cls
-token reads little more than the first 3 patches of the first frame, and on a small dataset
-trained from scratch it may never learn to reach the rest. Pretrained weights have learnt the
-long-range path, so fine-tuning is unaffected; mean pooling gives every token a direct path to the
-head from the first step.
+token reads little more than the first 3 patches of the first frame until training has grown the
+long-range path. Pretrained weights have it, so fine-tuning is unaffected; mean pooling gives
+every token a direct path to the head from the first step, which the small from-scratch recipes use.
 """
 
 from __future__ import annotations
