@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> Path:
     from videomamba.video_sm import run_class_finetuning
 
     started = time.time()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # Two threads at most (the model is tiny); OMP_NUM_THREADS=1 helps on a busy machine.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
     output_dir = Path(options.output_dir)
     data_path, run_dir = output_dir / "data", output_dir / "run"
     # Every demo starts from scratch, so its time and numbers are those of a full run.
