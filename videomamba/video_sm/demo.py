@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--train_per_class", default=80, type=int)
     parser.add_argument("--val_per_class", default=15, type=int)
     parser.add_argument("--test_per_class", default=25, type=int)
-    parser.add_argument("--epochs", default=12, type=int)
+    parser.add_argument("--epochs", default=20, type=int)
     parser.add_argument("--num_workers", default=1, type=int)
     parser.add_argument("--seed", default=0, type=int)
     options = parser.parse_args(argv)
