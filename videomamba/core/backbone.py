@@ -8,8 +8,17 @@ One class serves images and videos (VideoMamba, https://arxiv.org/abs/2403.06977
   cls), tokens ``[cls, frame 0 patches, frame 1 patches, ...]`` (frame-major, raster order).
 
 The token sequence goes through ``depth`` pre-norm blocks (residual add -> RMSNorm ->
-bidirectional Mamba, from ``mamba_ssm.create_block``), a final norm ``norm_f`` and cls pooling.
-Parameter names and shapes match the original release's checkpoints exactly.
+bidirectional Mamba, from ``mamba_ssm.create_block``), a final norm ``norm_f`` and pooling: the cls
+token (``global_pool="token"``, as released) or the mean of the patch tokens (``"avg"``, no new
+parameters, so every checkpoint loads either way). Parameter names and shapes match the original
+release's checkpoints exactly.
+
+Why ``"avg"`` exists: at initialisation a block mixes tokens almost only through its causal conv
+(4 tokens wide); the SSM path between distant tokens starts about 1e-4 times weaker (B and C come
+from ``x_proj``, initialised at std 0.02). So a randomly initialised model pooling its front cls
+token reads little more than the first 3 patches of the first frame until training has grown the
+long-range path. Pretrained weights have it, so fine-tuning is unaffected; mean pooling gives
+every token a direct path to the head from the first step, which the small from-scratch recipes use.
 """
 
 from __future__ import annotations
@@ -145,6 +154,8 @@ class VisionMamba(nn.Module):
         checkpoint_num: how many blocks to checkpoint when use_checkpoint is set.
         overwrite_dt_init: reproduce the original release's init, whose generic Linear init
             overwrote Mamba's dt_proj initialisation (weights trunc-normal, biases zero).
+        global_pool: ``"token"`` (the cls token, as released) or ``"avg"`` (the mean of the patch
+            tokens; see the module docstring for when it matters).
     """
 
     def __init__(
@@ -170,6 +181,7 @@ class VisionMamba(nn.Module):
         use_checkpoint: bool = False,
         checkpoint_num: int = 0,
         overwrite_dt_init: bool = False,
+        global_pool: str = "token",
         device=None,
         dtype=None,
     ):
@@ -184,6 +196,7 @@ class VisionMamba(nn.Module):
         self.residual_in_fp32 = residual_in_fp32
         self.use_checkpoint = use_checkpoint
         self.checkpoint_num = checkpoint_num
+        self.global_pool = _checked_pool(global_pool)
 
         self.patch_embed = PatchEmbed(
             img_size, patch_size, stride, channels, embed_dim, num_frames, kernel_size, **factory_kwargs
@@ -306,7 +319,8 @@ class VisionMamba(nn.Module):
         )
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_drop(x[:, 0])  # cls pooling
+        pooled = x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens :].mean(dim=1)
+        x = self.head_drop(pooled)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -335,8 +349,8 @@ class VisionMamba(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool not in (None, "token"):
-            raise ValueError(f"VisionMamba pools the cls token only; global_pool={global_pool!r} is not supported")
+        if global_pool is not None:
+            self.global_pool = _checked_pool(global_pool)
         self.num_classes = num_classes
         device = self.cls_token.device
         self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
@@ -349,6 +363,15 @@ class VisionMamba(nn.Module):
         self.use_checkpoint = enable
         if enable:
             self.checkpoint_num = len(self.layers) if num_blocks is None else num_blocks
+
+
+GLOBAL_POOLS = ("token", "avg")
+
+
+def _checked_pool(global_pool: str) -> str:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+    return global_pool
 
 
 def init_linear_(module: nn.Linear) -> None:

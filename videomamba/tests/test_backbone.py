@@ -206,6 +206,47 @@ def test_timm_model_api():
     assert headless.pretrained_cfg["first_conv"] == "patch_embed.proj"
 
 
+def test_avg_pooling_reads_the_patch_mean_and_loads_the_same_weights():
+    token_model = _tiny(num_frames=2).eval()
+    avg_model = _tiny(num_frames=2, global_pool="avg").eval()
+    avg_model.load_state_dict(token_model.state_dict())  # no new parameters
+    video = torch.randn(2, 3, 2, 32, 32)
+    tokens = token_model.forward_features(video)
+    assert torch.allclose(avg_model.forward_head(tokens, pre_logits=True), tokens[:, 1:].mean(dim=1))
+    assert torch.allclose(token_model.forward_head(tokens, pre_logits=True), tokens[:, 0])
+    token_model.reset_classifier(5, global_pool="avg")
+    assert token_model.global_pool == "avg"
+    with pytest.raises(ValueError, match="global_pool must be one of"):
+        _tiny(global_pool="max")
+
+
+def test_at_init_the_cls_token_reads_the_first_patches_and_avg_pooling_reads_all():
+    """Why small from-scratch runs use global_pool="avg": at init the front cls token depends on the
+    first few patch tokens only (the SSM path starts weak), the patch mean on every token."""
+    torch.manual_seed(0)
+    model = VisionMamba(
+        depth=4,
+        embed_dim=64,
+        img_size=32,
+        patch_size=8,
+        num_frames=4,
+        num_classes=0,
+        drop_path_rate=0,
+        global_pool="avg",
+    )
+    tokens = model.embed_tokens(torch.randn(2, 3, 4, 32, 32)).detach().requires_grad_(True)
+    features = model.forward_blocks(tokens)[0]
+
+    def reach(pooled: torch.Tensor) -> torch.Tensor:  # gradient norm per patch token, (frames, patches)
+        (grad,) = torch.autograd.grad(pooled.pow(2).sum(), tokens, retain_graph=True)
+        return grad[:, 1:].norm(dim=-1).mean(dim=0).view(4, 16)
+
+    cls_reach, avg_reach = reach(features[:, 0]), reach(model.forward_head(features))
+    first_patches = cls_reach[0, :3].min()
+    assert cls_reach[1:].max() < first_patches / 50  # later frames are almost invisible to cls
+    assert avg_reach[1:].min() > avg_reach.max() / 10  # every token reaches the mean
+
+
 def test_param_groups_weight_decay_and_layer_decay():
     model = _tiny(depth=3, num_frames=2)
     groups = param_groups(model, weight_decay=0.05, layer_decay=0.5)

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from videomamba.video_mm.config import ConfigError, load_config, save_config
 
 VIDEO_MM = Path(__file__).resolve().parents[1] / "video_mm"
-EXPERIMENTS = sorted(VIDEO_MM.glob("exp_*/*/config.py"))
+# The release's experiments; exp_pt/custom is the small-data recipe (checked by its own test).
+EXPERIMENTS = sorted(p for p in VIDEO_MM.glob("exp_*/*/config.py") if p.parent.name != "custom")
 
 
 def write(path: Path, text: str) -> Path:
@@ -120,3 +121,10 @@ def test_experiment_configs_load_with_the_inventory_settings(path):
         assert config.trimmed30 == (path.parent.name == "didemo")
         assert config.is_paragraph_retrieval == (path.parent.name in ("didemo", "anet"))
         assert config.max_txt_l == {"msrvtt": 32, "didemo": 64, "anet": 150, "lsmdc": 96, "msvd": 64}[path.parent.name]
+
+
+def test_the_small_data_recipe_config_loads():
+    config = load_config(VIDEO_MM / "exp_pt/custom/config.py", ["data_dir", "/data", "model_dir", "/ckpt"])
+    vision = config.model.vision_encoder
+    assert (vision.depth, vision.embed_dim, vision.kernel_size, vision.pool_type) == (2, 64, 2, "avg")
+    assert config.model.text_encoder.pretrained == "/ckpt/bert-base-uncased"
