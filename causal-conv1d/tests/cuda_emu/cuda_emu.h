@@ -213,6 +213,27 @@ inline void redraw_warp_priorities() {
   std::shuffle(s.warp_priority.begin(), s.warp_priority.end(), s.rng);
 }
 
+// Open the block barrier: a new generation, fresh warp priorities, every waiter runnable.
+inline void release_block_barrier() {
+  State& s = state();
+  s.block_arrived = 0;
+  ++s.block_gen;
+  redraw_warp_priorities();
+  std::vector<unsigned> released;
+  released.swap(s.block_waiters);
+  for (unsigned i : released) make_ready(i);
+}
+
+// Open warp `warp`'s barrier: a new generation, every waiter of that warp runnable.
+inline void release_warp_barrier(unsigned warp) {
+  State& s = state();
+  s.warp_arrived[warp] = 0;
+  ++s.warp_gen[warp];
+  std::vector<unsigned> released;
+  released.swap(s.warp_waiters[warp]);
+  for (unsigned i : released) make_ready(i);
+}
+
 inline void block_barrier() {
   State& s = state();
   if (++s.block_arrived < s.alive) {
@@ -222,12 +243,7 @@ inline void block_barrier() {
     return;
   }
   // The last to arrive releases the others and queues up behind them like everyone else.
-  s.block_arrived = 0;
-  ++s.block_gen;
-  redraw_warp_priorities();
-  std::vector<unsigned> released;
-  released.swap(s.block_waiters);
-  for (unsigned i : released) make_ready(i);
+  release_block_barrier();
   make_ready(static_cast<unsigned>(s.cur));
   wait(Wait::kNone);
 }
@@ -239,11 +255,7 @@ inline void warp_barrier(unsigned warp) {
     wait(Wait::kWarpBarrier);
     return;
   }
-  s.warp_arrived[warp] = 0;
-  ++s.warp_gen[warp];
-  std::vector<unsigned> released;
-  released.swap(s.warp_waiters[warp]);
-  for (unsigned i : released) make_ready(i);
+  release_warp_barrier(warp);
 }
 
 // A shuffle: publish this lane's value as its next one, then read the source lane's value of the
@@ -289,20 +301,9 @@ inline void fiber_entry() {
   const unsigned warp = f.tid / 32;
   --s.warp_alive[warp];
   // A thread that exits counts as arrived at the barriers the others wait at.
-  if (s.alive > 0 && s.block_arrived == s.alive && !s.block_waiters.empty()) {
-    s.block_arrived = 0;
-    ++s.block_gen;
-    redraw_warp_priorities();
-    std::vector<unsigned> released;
-    released.swap(s.block_waiters);
-    for (unsigned i : released) make_ready(i);
-  }
+  if (s.alive > 0 && s.block_arrived == s.alive && !s.block_waiters.empty()) release_block_barrier();
   if (s.warp_alive[warp] > 0 && s.warp_arrived[warp] == s.warp_alive[warp] && !s.warp_waiters[warp].empty()) {
-    s.warp_arrived[warp] = 0;
-    ++s.warp_gen[warp];
-    std::vector<unsigned> released;
-    released.swap(s.warp_waiters[warp]);
-    for (unsigned i : released) make_ready(i);
+    release_warp_barrier(warp);
   }
   _longjmp(s.sched, 1);
 }
