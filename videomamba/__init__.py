@@ -9,4 +9,4 @@ Tasks: ``videomamba.image_sm`` (image classification, self-distillation), ``vide
 __version__ = "0.1.0"
 
 from videomamba.core.backbone import VisionMamba
-from videomamba.core.checkpoint import load_pretrained
+from videomamba.core.pretrained import load_pretrained

@@ -1,7 +1,7 @@
 """What every VideoMamba task shares: the backbone, the checkpoint loader and the training utilities.
 
 - ``backbone``: ``VisionMamba`` (image and video layouts) and its timm registry entries;
-- ``checkpoint``: reading, unwrapping and adapting checkpoints (``load_pretrained``);
+- ``pretrained``: reading, unwrapping and adapting released or foreign checkpoints (``load_pretrained``);
 - ``checkpointing``: atomic training checkpoints and auto-resume;
 - ``cli``: ``UserError`` and ``run_cli`` (input errors as one ``error:`` line, exit 2), model-name
   checks with suggestions, progress lines with rate and ETA;

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from mamba_ssm import RMSNorm, create_block, layer_norm_fn, rms_norm_fn
 from mamba_ssm.modules.mamba_simple import DropPath
-from videomamba.core.checkpoint import CHECKPOINT_DIR_ENV
+from videomamba.core.pretrained import CHECKPOINT_DIR_ENV
 from videomamba.core.cli import MissingFileError
 
 __all__ = [
@@ -429,7 +429,7 @@ def create_videomamba(
     model = model_cls(**{**arch, **kwargs})
     model.pretrained_cfg = model.default_cfg = _default_cfg(model)
     if pretrained:
-        from videomamba.core.checkpoint import load_pretrained
+        from videomamba.core.pretrained import load_pretrained
 
         path = pretrained_path or overlay.get("file") or released_checkpoint_path(size, model.patch_embed.img_size)
         load_pretrained(model, path, strict=pretrained_strict)

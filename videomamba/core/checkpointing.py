@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from videomamba.core.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_pretrained
+from videomamba.core.pretrained import CheckpointError, extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.cli import UserError
 from videomamba.core.distributed import is_main_process
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videomamba.core.checkpoint import CheckpointError, load_checkpoint_file
+from videomamba.core.pretrained import CheckpointError, load_checkpoint_file
 
 
 @dataclass(frozen=True)

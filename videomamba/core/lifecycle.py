@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from videomamba.core.checkpoint import load_checkpoint_file
+from videomamba.core.pretrained import load_checkpoint_file
 from videomamba.core.checkpointing import (
     BEST,
     LATEST,

@@ -77,7 +77,7 @@ def adopt_stored_model_args(args: argparse.Namespace, path: str | os.PathLike, k
     A stored value wins over a contradicting flag, with one printed line saying what was adapted;
     released checkpoints (no stored args) change nothing. Returns the adapted keys.
     """
-    from videomamba.core.checkpoint import load_checkpoint_file
+    from videomamba.core.pretrained import load_checkpoint_file
 
     try:
         checkpoint = load_checkpoint_file(path)

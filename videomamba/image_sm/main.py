@@ -30,7 +30,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 import videomamba.image_sm.models  # noqa: F401  (registers the image models in timm)
-from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
+from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import LATEST, plain_config, restore_training_state
 from videomamba.core.cli import UserError, registered_model
 from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp

@@ -114,7 +114,7 @@ def test_video_tokens_follow_frame_order():
 
 
 def test_image_model_equals_one_frame_video_with_inflated_weights():
-    from videomamba.core.checkpoint import load_pretrained
+    from videomamba.core.pretrained import load_pretrained
 
     image = _tiny(drop_path_rate=0.0).eval()
     video = _tiny(drop_path_rate=0.0, num_frames=1, kernel_size=1).eval()

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from videomamba.core.checkpoint import CheckpointError, load_checkpoint_file, load_pretrained
+from videomamba.core.pretrained import CheckpointError, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import restore_training_state
 from videomamba.core.cli import MissingFileError, UserError, create_model, run_cli
 from videomamba.core.clip_teacher import build_clip_teacher, load_clip_weights

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from videomamba.core.checkpoint import load_pretrained
+from videomamba.core.pretrained import load_pretrained
 from videomamba.core.pretrain import PretrainVideoMamba, sinusoid_table
 from videomamba.video_mm.config import load_config
 from videomamba.video_mm.models.umt import build_vision_encoder

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from videomamba.core.checkpoint import CheckpointError, load_pretrained
+from videomamba.core.pretrained import CheckpointError, load_pretrained
 from videomamba.video_mm.config import load_config
 from videomamba.video_mm.data.text import load_tokenizer
 from videomamba.video_mm.evaluation import encode_clip

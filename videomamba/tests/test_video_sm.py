@@ -20,7 +20,7 @@ import torch
 
 import videomamba.core.pretrain  # noqa: F401  (registers the students)
 from videomamba.core import checkpointing
-from videomamba.core.checkpoint import load_pretrained
+from videomamba.core.pretrained import load_pretrained
 from videomamba.core.clip_teacher import build_clip_teacher
 from videomamba.core.logs import read_log
 from videomamba.core.optim import param_groups

@@ -34,7 +34,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
-from videomamba.core.checkpoint import extract_state_dict, load_checkpoint_file, load_pretrained
+from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.checkpointing import BEST, LATEST, plain_config, restore_training_state
 from videomamba.core.cli import MissingFileError, UserError, registered_model
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 import videomamba.core.pretrain  # noqa: F401  (registers the *_pretrain students in timm)
-from videomamba.core.checkpoint import load_pretrained
+from videomamba.core.pretrained import load_pretrained
 from videomamba.core.checkpointing import plain_config
 from videomamba.core.cli import MissingFileError, UserError, registered_model
 from videomamba.core.clip_teacher import CLIP_CONFIGS, build_clip_teacher, return_layers_from_interval

@@ -33,7 +33,7 @@ from transformers.models.bert.modeling_bert import (
     BertOutput,
 )
 
-from videomamba.core.checkpoint import CheckpointError, load_checkpoint_file
+from videomamba.core.pretrained import CheckpointError, load_checkpoint_file
 from videomamba.core.cli import MissingFileError
 
 __all__ = ["BertTextEncoder", "BertWithLMHead", "build_bert_config", "load_bert_weights"]

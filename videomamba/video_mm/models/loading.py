@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from videomamba.core.checkpoint import (
+from videomamba.core.pretrained import (
     CheckpointError,
     LoadReport,
     adapt_state_dict,

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from videomamba.core.checkpoint import load_checkpoint_file, load_pretrained
+from videomamba.core.pretrained import load_checkpoint_file, load_pretrained
 from videomamba.core.cli import UserError
 from videomamba.core.distributed import (
     any_across_ranks,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import videomamba.image_sm.models  # noqa: F401  (registers the distillation variants)
 from videomamba.core.backbone import VisionMamba
-from videomamba.core.checkpoint import (
+from videomamba.core.pretrained import (
     CheckpointError,
     extract_state_dict,
     inflate_patch_weight,
