@@ -2,7 +2,7 @@
 
 - ``backbone``: ``VisionMamba`` (image and video layouts) and its timm registry entries;
 - ``pretrained``: reading, unwrapping and adapting released or foreign checkpoints (``load_pretrained``);
-- ``checkpointing``: atomic training checkpoints and auto-resume;
+- ``checkpoint``: training saves (atomic writes, the run-folder layout, resume discovery, RNG state);
 - ``cli``: ``UserError`` and ``run_cli`` (input errors as one ``error:`` line, exit 2), model-name
   checks with suggestions, progress lines with rate and ETA;
 - ``text_lists``: reading UTF-8 list files (byte-order mark dropped, bad bytes named by file and line);

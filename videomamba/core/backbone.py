@@ -36,8 +36,8 @@ from torch import Tensor, nn
 
 from mamba_ssm import RMSNorm, create_block, layer_norm_fn, rms_norm_fn
 from mamba_ssm.modules.mamba_simple import DropPath
-from videomamba.core.pretrained import CHECKPOINT_DIR_ENV
 from videomamba.core.cli import MissingFileError
+from videomamba.core.pretrained import CHECKPOINT_DIR_ENV
 
 __all__ = [
     "CHECKPOINT_DIR_ENV",

@@ -41,8 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from videomamba.core.pretrained import load_checkpoint_file
-from videomamba.core.checkpointing import (
+from videomamba.core.checkpoint import (
     BEST,
     LATEST,
     PERIODIC,
@@ -57,6 +56,7 @@ from videomamba.core.checkpointing import (
 from videomamba.core.distributed import all_gather_objects, barrier, get_rank, get_world_size, is_main_process
 from videomamba.core.logs import RunLog, read_log
 from videomamba.core.optim import NonFiniteLossError
+from videomamba.core.pretrained import load_checkpoint_file
 
 __all__ = ["Best", "Lifecycle", "TrainingState", "model_description", "non_finite_tensor"]
 

@@ -135,7 +135,7 @@ class RunLog:
         """Append one JSON line to log.txt (one write of the whole line, flushed and fsynced)."""
         if not self.enabled:
             return
-        from videomamba.core.checkpointing import file_operation, write_error
+        from videomamba.core.checkpoint import file_operation, write_error
 
         line = json.dumps(dict(record)) + "\n"
         file_operation(f"append {self.path.name}")
@@ -183,7 +183,7 @@ class RunLog:
             )
         if last_record is not None and not any(r["epoch"] == last_record.get("epoch") for r in kept):
             kept.append(dict(last_record))
-        from videomamba.core.checkpointing import atomic_write_text
+        from videomamba.core.checkpoint import atomic_write_text
 
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
@@ -198,7 +198,7 @@ class RunLog:
 
     def write_config(self, config: Mapping[str, Any], name: str = "config.json") -> None:
         if self.enabled:
-            from videomamba.core.checkpointing import atomic_write_text
+            from videomamba.core.checkpoint import atomic_write_text
 
             text = json.dumps(dict(config), indent=2, sort_keys=True, default=str)
             atomic_write_text(self.path.parent / name, text)

@@ -30,8 +30,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 import videomamba.image_sm.models  # noqa: F401  (registers the image models in timm)
-from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
-from videomamba.core.checkpointing import LATEST, plain_config, restore_training_state
+from videomamba.core.checkpoint import LATEST, plain_config, restore_training_state
 from videomamba.core.cli import UserError, registered_model
 from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp
 from videomamba.core.lifecycle import Best, Lifecycle, TrainingState, model_description
@@ -42,6 +41,7 @@ from videomamba.core.optim import (
     param_groups,
     run_until_non_finite,
 )
+from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.runner_args import accept_both_spellings, adopt_stored_model_args, resolve_precision, scale_lr
 from videomamba.image_sm import engine
 from videomamba.image_sm.datasets import ImageFolderDataset, build_dataset

@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from videomamba.core.pretrained import CheckpointError, load_checkpoint_file, load_pretrained
-from videomamba.core.checkpointing import restore_training_state
+from videomamba.core.checkpoint import restore_training_state
 from videomamba.core.cli import MissingFileError, UserError, create_model, run_cli
 from videomamba.core.clip_teacher import build_clip_teacher, load_clip_weights
+from videomamba.core.pretrained import CheckpointError, load_checkpoint_file, load_pretrained
 from videomamba.image_sm.datasets import Cifar100, ImageListDataset, build_dataset, read_meta_file
 from videomamba.video_mm.config import ConfigError, load_config_file
 from videomamba.video_mm.models.bert import load_bert_weights

@@ -26,8 +26,8 @@ from causal_conv1d.dispatch import triton_interpreted
 from mamba_ssm import Mamba
 from mamba_ssm.testing import fast_triton_interpreter
 from videomamba.core.backbone import VisionMamba
-from videomamba.core.pretrained import load_pretrained
 from videomamba.core.pretrain import PretrainVideoMamba
+from videomamba.core.pretrained import load_pretrained
 from videomamba.video_mm.config import load_config
 from videomamba.video_mm.data.text import load_tokenizer
 from videomamba.video_mm.evaluation import EvalSettings, encode_clip, itm_rerank

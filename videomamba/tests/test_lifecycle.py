@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from videomamba.core import checkpointing
-from videomamba.core.checkpointing import BEST, LATEST, ResumeError, WriteError
+from videomamba.core import checkpoint as checkpoint_io
+from videomamba.core.checkpoint import BEST, LATEST, ResumeError, WriteError
 from videomamba.core.distributed import get_rank, seed_everything, wrap_ddp
 from videomamba.core.lifecycle import Best, Lifecycle, TrainingState
 from videomamba.core.logs import read_log
@@ -109,11 +109,11 @@ def assert_consistent(out, reference):
 
 def count_file_operations(tmp_path) -> int:
     seen = []
-    checkpointing.file_operation_hook = seen.append
+    checkpoint_io.file_operation_hook = seen.append
     try:
         run(tmp_path / "count")
     finally:
-        checkpointing.file_operation_hook = None
+        checkpoint_io.file_operation_hook = None
     return len(seen)
 
 
@@ -129,12 +129,12 @@ def kill_at(n: int):
 
 def killed_run(out, n: int) -> None:
     """run(out), killed at its n-th file operation."""
-    checkpointing.file_operation_hook = kill_at(n)
+    checkpoint_io.file_operation_hook = kill_at(n)
     try:
         with pytest.raises(SimulatedKill):
             run(out)
     finally:
-        checkpointing.file_operation_hook = None
+        checkpoint_io.file_operation_hook = None
 
 
 def test_kill_between_every_pair_of_file_operations_leaves_a_consistent_run(tmp_path, reference):
@@ -227,7 +227,7 @@ def test_full_disk_is_one_clear_line_and_keeps_the_previous_files(tmp_path, monk
     def no_space(self, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpointing._RecordingWriter, "write", no_space)
+    monkeypatch.setattr(checkpoint_io._RecordingWriter, "write", no_space)
     with pytest.raises(WriteError) as failure:
         run(out, epochs=2)
     message = str(failure.value)
@@ -282,14 +282,14 @@ def test_tensorboard_scalars_of_redone_steps_are_replaced(tmp_path):
             raise SimulatedKill(label)
 
     run(out, epochs=1)
-    checkpointing.file_operation_hook = flush_then_kill
+    checkpoint_io.file_operation_hook = flush_then_kill
     life, model, train_epoch, evaluate = build(out, epochs=2)
     life.resume()
     try:
         with pytest.raises(SimulatedKill):
             life.fit(train_epoch, evaluate)  # fit closes (flushes) its writers on the way out
     finally:
-        checkpointing.file_operation_hook = None
+        checkpoint_io.file_operation_hook = None
     run(out, epochs=2)
     events = EventAccumulator(str(out / "steps"))
     events.Reload()
@@ -384,7 +384,7 @@ def tiny_tmpfs(tmp_path):
 
 
 def test_a_really_full_disk_is_one_clear_line(tiny_tmpfs):
-    from videomamba.core.checkpointing import atomic_save
+    from videomamba.core.checkpoint import atomic_save
 
     atomic_save({"w": torch.zeros(10)}, tiny_tmpfs / LATEST)
     with pytest.raises(WriteError, match=r"could not write .*checkpoint-latest.pth: No space left on device; .* free"):

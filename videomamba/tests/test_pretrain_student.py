@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from videomamba.core.pretrained import load_pretrained
 from videomamba.core.pretrain import PretrainVideoMamba, sinusoid_table
+from videomamba.core.pretrained import load_pretrained
 from videomamba.video_mm.config import load_config
 from videomamba.video_mm.models.umt import build_vision_encoder
 from videomamba.video_mm.synthetic import tiny_overrides

@@ -83,7 +83,7 @@ class SimulatedKill(BaseException):
 
 
 def test_killed_pretraining_resumes_bitwise(data, tmp_path):
-    from videomamba.core import checkpointing
+    from videomamba.core import checkpoint as checkpoint_io
 
     def command(out):
         return [str(EXP / "exp_pt/videomamba_middle_5m/config.py"), *tiny(data), "output_dir", str(out),
@@ -97,12 +97,12 @@ def test_killed_pretraining_resumes_bitwise(data, tmp_path):
         if len(calls) == 4:
             raise SimulatedKill(label)
 
-    checkpointing.file_operation_hook = kill_at_epoch_1
+    checkpoint_io.file_operation_hook = kill_at_epoch_1
     try:
         with pytest.raises(SimulatedKill):
             pretrain.main(command(tmp_path / "killed"))
     finally:
-        checkpointing.file_operation_hook = None
+        checkpoint_io.file_operation_hook = None
     assert torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)["epoch"] == 0
     pretrain.main(command(tmp_path / "killed"))
     whole = torch.load(tmp_path / "whole" / "checkpoint-latest.pth", weights_only=True)

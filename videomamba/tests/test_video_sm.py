@@ -19,11 +19,11 @@ import timm
 import torch
 
 import videomamba.core.pretrain  # noqa: F401  (registers the students)
-from videomamba.core import checkpointing
-from videomamba.core.pretrained import load_pretrained
+from videomamba.core import checkpoint as checkpoint_io
 from videomamba.core.clip_teacher import build_clip_teacher
 from videomamba.core.logs import read_log
 from videomamba.core.optim import param_groups
+from videomamba.core.pretrained import load_pretrained
 from videomamba.video_sm import demo, predict, run_class_finetuning, run_videomamba_pretraining, run_with_submitit
 from videomamba.video_sm.datasets import load_test_views
 from videomamba.video_sm.engines.multiview import ViewOutput, merge_views
@@ -225,12 +225,12 @@ def test_killed_finetuning_resumes_bitwise_and_evaluates_without_model_flags(vid
     extra = ("--epochs", "2", "--model_ema", "--model_ema_decay", "0.9")
     run_class_finetuning.main(finetune_args(video_data, tmp_path / "whole", *extra))
     # The 8th file operation is the first write of epoch 1's checkpoint (config 2, epoch 0: latest 2, best 2, log 1).
-    checkpointing.file_operation_hook = _kill_at(8)
+    checkpoint_io.file_operation_hook = _kill_at(8)
     try:
         with pytest.raises(SimulatedKill):
             run_class_finetuning.main(finetune_args(video_data, tmp_path / "killed", *extra))
     finally:
-        checkpointing.file_operation_hook = None
+        checkpoint_io.file_operation_hook = None
     assert torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)["epoch"] == 0
     run_class_finetuning.main(finetune_args(video_data, tmp_path / "killed", *extra))
     whole = torch.load(tmp_path / "whole" / "checkpoint-latest.pth", weights_only=True)
@@ -294,12 +294,12 @@ def test_masked_pretraining_with_a_tiny_clip_teacher(video_data, tmp_path):
     record = run_videomamba_pretraining.main(args)
     assert record["epoch"] == 1 and np.isfinite(record["train_loss"]) and record["train_loss"] > 0
     # Killed at the first write of epoch 1 (config 2, epoch 0: latest 2, log 1) and resumed: the same weights.
-    checkpointing.file_operation_hook = _kill_at(6)
+    checkpoint_io.file_operation_hook = _kill_at(6)
     try:
         with pytest.raises(SimulatedKill):
             run_videomamba_pretraining.main(parser.parse_args([*flags, "--output_dir", str(tmp_path / "killed")]))
     finally:
-        checkpointing.file_operation_hook = None
+        checkpoint_io.file_operation_hook = None
     run_videomamba_pretraining.main(parser.parse_args([*flags, "--output_dir", str(tmp_path / "killed")]))
     resumed = torch.load(tmp_path / "killed" / "checkpoint-latest.pth", weights_only=True)
     whole = torch.load(out / "checkpoint-latest.pth", weights_only=True)

@@ -184,7 +184,7 @@ def training_flags(data_path: Path, output_dir: Path, epochs: int, num_workers: 
 
 def shuffled_test(args: argparse.Namespace, checkpoint: Path, seed: int) -> dict[str, float]:
     """Multi-view top-1 of the checkpoint on the test views with their frames shuffled."""
-    from videomamba.core.checkpointing import restore_training_state
+    from videomamba.core.checkpoint import restore_training_state
     from videomamba.video_sm.datasets import build_dataset
     from videomamba.video_sm.engines.finetune import collect_view_outputs
     from videomamba.video_sm.engines.multiview import merge_views

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
-from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.cli import UserError, create_model, registered_model
+from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.text_lists import read_list_lines
 from videomamba.core.video_io import VideoDecodeError, open_video
 from videomamba.video_sm.datasets import load_test_views, long_video_windows

@@ -34,8 +34,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
-from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
-from videomamba.core.checkpointing import BEST, LATEST, plain_config, restore_training_state
+from videomamba.core.checkpoint import BEST, LATEST, plain_config, restore_training_state
 from videomamba.core.cli import MissingFileError, UserError, registered_model
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
 from videomamba.core.lifecycle import Best, Lifecycle, TrainingState, model_description
@@ -46,6 +45,7 @@ from videomamba.core.optim import (
     param_groups,
     run_until_non_finite,
 )
+from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.runner_args import accept_both_spellings, adopt_stored_model_args, resolve_precision, scale_lr
 from videomamba.core.schedules import cosine_schedule
 from videomamba.video_sm.datasets import DATA_SETS, build_dataset, build_mixup, repeated_sample_collate

@@ -30,8 +30,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 import videomamba.core.pretrain  # noqa: F401  (registers the *_pretrain students in timm)
-from videomamba.core.pretrained import load_pretrained
-from videomamba.core.checkpointing import plain_config
+from videomamba.core.checkpoint import plain_config
 from videomamba.core.cli import MissingFileError, UserError, registered_model
 from videomamba.core.clip_teacher import CLIP_CONFIGS, build_clip_teacher, return_layers_from_interval
 from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp
@@ -43,6 +42,7 @@ from videomamba.core.optim import (
     param_groups,
     run_until_non_finite,
 )
+from videomamba.core.pretrained import load_pretrained
 from videomamba.core.runner_args import accept_both_spellings, resolve_precision, scale_lr
 from videomamba.core.schedules import cosine_schedule
 from videomamba.video_sm.datasets import build_pretraining_dataset, repeated_sample_collate

@@ -33,8 +33,8 @@ from transformers.models.bert.modeling_bert import (
     BertOutput,
 )
 
-from videomamba.core.pretrained import CheckpointError, load_checkpoint_file
 from videomamba.core.cli import MissingFileError
+from videomamba.core.pretrained import CheckpointError, load_checkpoint_file
 
 __all__ = ["BertTextEncoder", "BertWithLMHead", "build_bert_config", "load_bert_weights"]
 

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from videomamba.core.pretrained import CheckpointError, extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.cli import UserError
 from videomamba.core.distributed import is_main_process
+from videomamba.core.pretrained import CheckpointError, extract_state_dict, load_checkpoint_file, load_pretrained
 
 __all__ = [
     "BEST",
