@@ -3,7 +3,7 @@
 One class serves images and videos (VideoMamba, https://arxiv.org/abs/2403.06977):
 
 - image layout (default, ``num_frames=None``): Conv2d patch embedding, tokens ``[cls, patches]``;
-- video layout (``num_frames=T, kernel_size=k``): Conv3d patch embedding over tubelets of k frames,
+- video layout (``num_frames=T, tubelet_size=k``): Conv3d patch embedding over tubelets of k frames,
   a learnable ``temporal_pos_embedding`` of shape (1, T/k, D) added to the patch tokens (never to
   cls), tokens ``[cls, frame 0 patches, frame 1 patches, ...]`` (frame-major, raster order).
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,10 @@ __all__ = [
     "PatchEmbed",
     "VisionMamba",
     "VIDEOMAMBA_SIZES",
+    "LEGACY_MODEL_KWARGS",
     "create_videomamba",
     "released_checkpoint_path",
+    "rename_legacy_model_kwargs",
 ]
 
 # Architecture of each registered size: (embed_dim, depth, released-file tag).
@@ -56,11 +58,33 @@ VIDEOMAMBA_SIZES: dict[str, dict[str, Any]] = {
     "base": dict(embed_dim=768, depth=24, file_tag="b16"),
 }
 
+# The original release's names of backbone arguments, still accepted from configs, flags and the
+# model arguments stored in checkpoints; the model itself takes only the names on the right.
+LEGACY_MODEL_KWARGS = {
+    "kernel_size": "tubelet_size",
+    "channels": "in_chans",
+    "use_checkpoint": "grad_checkpointing",
+    "checkpoint_num": "grad_checkpointing_blocks",
+}
+
+
+def rename_legacy_model_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``kwargs`` with the original's argument names replaced by ours.
+
+    When both names of one argument are given the original's wins: our defaults only ever use the
+    new name, so an old name was written by the user (an original config over our base config).
+    """
+    renamed = dict(kwargs)
+    for old, new in LEGACY_MODEL_KWARGS.items():
+        if old in renamed:
+            renamed[new] = renamed.pop(old)
+    return renamed
+
 
 class PatchEmbed(nn.Module):
-    """Patch embedding: Conv2d for images, Conv3d over tubelets of ``kernel_size`` frames for video.
+    """Patch embedding: Conv2d for images, Conv3d over tubelets of ``tubelet_size`` frames for video.
 
-    Output is always (B, T', N, D): T' = 1 for images, T' = T / kernel_size for video, and N the
+    Output is always (B, T', N, D): T' = 1 for images, T' = T / tubelet_size for video, and N the
     number of spatial patches, so the backbone treats both layouts the same way.
     """
 
@@ -72,7 +96,7 @@ class PatchEmbed(nn.Module):
         in_chans: int = 3,
         embed_dim: int = 768,
         num_frames: int | None = None,
-        kernel_size: int = 1,
+        tubelet_size: int = 1,
         device=None,
         dtype=None,
     ):
@@ -87,19 +111,21 @@ class PatchEmbed(nn.Module):
         )
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.num_frames = num_frames
-        self.tubelet_size = kernel_size
+        self.tubelet_size = tubelet_size
         if num_frames is None:
             self.proj = nn.Conv2d(
                 in_chans, embed_dim, kernel_size=self.patch_size, stride=self.stride, **factory_kwargs
             )
         else:
-            if kernel_size < 1 or num_frames % kernel_size:
-                raise ValueError(f"num_frames={num_frames} must be a positive multiple of kernel_size={kernel_size}")
+            if tubelet_size < 1 or num_frames % tubelet_size:
+                raise ValueError(
+                    f"num_frames={num_frames} must be a positive multiple of tubelet_size={tubelet_size}"
+                )
             self.proj = nn.Conv3d(
                 in_chans,
                 embed_dim,
-                kernel_size=(kernel_size, *self.patch_size),
-                stride=(kernel_size, *self.stride),
+                kernel_size=(tubelet_size, *self.patch_size),
+                stride=(tubelet_size, *self.stride),
                 **factory_kwargs,
             )
 
@@ -137,7 +163,7 @@ class VisionMamba(nn.Module):
         stride: spatial stride of the patch embedding (defaults to patch_size).
         depth: number of Mamba blocks.
         embed_dim: token width D.
-        channels: input channels.
+        in_chans: input channels.
         num_classes: classifier outputs; 0 gives an Identity head (pooled features).
         drop_rate: dropout after the position embeddings.
         drop_path_rate: stochastic depth; mixer i is dropped with linspace(0, rate, depth)[i].
@@ -149,9 +175,9 @@ class VisionMamba(nn.Module):
         residual_in_fp32: keep the residual stream in float32.
         bimamba: bidirectional mixer (VideoMamba) or forward-only (plain Mamba).
         num_frames: None for the image layout, else the number of input frames T (video layout).
-        kernel_size: tubelet size k of the video patch embedding (T must be a multiple of k).
-        use_checkpoint: gradient-checkpoint the mixers of the first ``checkpoint_num`` blocks.
-        checkpoint_num: how many blocks to checkpoint when use_checkpoint is set.
+        tubelet_size: frames per video patch k (T must be a multiple of k).
+        grad_checkpointing: gradient-checkpoint the mixers of the first ``grad_checkpointing_blocks`` blocks.
+        grad_checkpointing_blocks: how many blocks to checkpoint when grad_checkpointing is set.
         overwrite_dt_init: reproduce the original release's init, whose generic Linear init
             overwrote Mamba's dt_proj initialisation (weights trunc-normal, biases zero).
         global_pool: ``"token"`` (the cls token, as released) or ``"avg"`` (the mean of the patch
@@ -165,7 +191,7 @@ class VisionMamba(nn.Module):
         stride: int | None = None,
         depth: int = 24,
         embed_dim: int = 192,
-        channels: int = 3,
+        in_chans: int = 3,
         num_classes: int = 1000,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
@@ -177,9 +203,9 @@ class VisionMamba(nn.Module):
         residual_in_fp32: bool = True,
         bimamba: bool = True,
         num_frames: int | None = None,
-        kernel_size: int = 1,
-        use_checkpoint: bool = False,
-        checkpoint_num: int = 0,
+        tubelet_size: int = 1,
+        grad_checkpointing: bool = False,
+        grad_checkpointing_blocks: int = 0,
         overwrite_dt_init: bool = False,
         global_pool: str = "token",
         device=None,
@@ -194,19 +220,19 @@ class VisionMamba(nn.Module):
         self.num_frames = num_frames
         self.fused_add_norm = fused_add_norm
         self.residual_in_fp32 = residual_in_fp32
-        self.use_checkpoint = use_checkpoint
-        self.checkpoint_num = checkpoint_num
+        self.grad_checkpointing = grad_checkpointing
+        self.grad_checkpointing_blocks = grad_checkpointing_blocks
         self.global_pool = _checked_pool(global_pool)
 
         self.patch_embed = PatchEmbed(
-            img_size, patch_size, stride, channels, embed_dim, num_frames, kernel_size, **factory_kwargs
+            img_size, patch_size, stride, in_chans, embed_dim, num_frames, tubelet_size, **factory_kwargs
         )
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **factory_kwargs))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim, **factory_kwargs))
         if num_frames is not None:
             self.temporal_pos_embedding = nn.Parameter(
-                torch.zeros(1, num_frames // kernel_size, embed_dim, **factory_kwargs)
+                torch.zeros(1, num_frames // tubelet_size, embed_dim, **factory_kwargs)
             )
         else:
             self.temporal_pos_embedding = None
@@ -291,9 +317,9 @@ class VisionMamba(nn.Module):
         """
         features = []
         hidden, residual = tokens, None
-        checkpointing = self.use_checkpoint and torch.is_grad_enabled()
+        checkpointed = self.grad_checkpointing_blocks if self.grad_checkpointing and torch.is_grad_enabled() else 0
         for i, layer in enumerate(self.layers):
-            hidden, residual = layer(hidden, residual, use_checkpoint=checkpointing and i < self.checkpoint_num)
+            hidden, residual = layer(hidden, residual, use_checkpoint=i < checkpointed)
             if i - 1 in return_layers:  # residual now holds the stream after mixer i - 1
                 features.append(self.norm_f(residual))
         if residual is None:  # depth 0: nothing to add
@@ -360,9 +386,9 @@ class VisionMamba(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True, num_blocks: int | None = None) -> None:
         """Checkpoint the mixers of the first ``num_blocks`` blocks (all blocks by default)."""
-        self.use_checkpoint = enable
+        self.grad_checkpointing = enable
         if enable:
-            self.checkpoint_num = len(self.layers) if num_blocks is None else num_blocks
+            self.grad_checkpointing_blocks = len(self.layers) if num_blocks is None else num_blocks
 
 
 GLOBAL_POOLS = ("token", "avg")
@@ -425,6 +451,7 @@ def create_videomamba(
     kwargs.pop("pretrained_cfg", None)
     overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
     kwargs.pop("cache_dir", None)
+    kwargs = rename_legacy_model_kwargs(kwargs)  # model arguments stored by older checkpoints
     arch = {k: v for k, v in VIDEOMAMBA_SIZES[size].items() if k != "file_tag"}
     model = model_cls(**{**arch, **kwargs})
     model.pretrained_cfg = model.default_cfg = _default_cfg(model)

@@ -73,7 +73,7 @@ class PretrainVideoMamba(VisionMamba):
         clip_student_return_interval: spacing of the aligned layers, counted back from the last.
         clip_student_features_as_released: align, for the last layer, the original release's feature
             (the un-normed residual stream before the last mixer) instead of the model's output.
-        **kwargs: the backbone's arguments (video layout: num_frames, kernel_size, ...).
+        **kwargs: the backbone's arguments (video layout: num_frames, tubelet_size, ...).
     """
 
     def __init__(

@@ -81,7 +81,7 @@ def test_deit_baselines_come_from_timm_and_train(name):
 
 
 def test_video_layout_parameters_and_token_order():
-    model = _tiny(num_frames=4, kernel_size=2, drop_path_rate=0.0).eval()
+    model = _tiny(num_frames=4, tubelet_size=2, drop_path_rate=0.0).eval()
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes["patch_embed.proj.weight"] == (32, 3, 2, 16, 16)
     assert shapes["temporal_pos_embedding"] == (1, 2, 32)
@@ -102,7 +102,7 @@ def test_video_layout_parameters_and_token_order():
 
 
 def test_video_tokens_follow_frame_order():
-    model = _tiny(num_frames=3, kernel_size=1).eval()
+    model = _tiny(num_frames=3, tubelet_size=1).eval()
     with torch.no_grad():
         model.pos_embed.zero_()
         model.patch_embed.proj.weight.fill_(1.0)
@@ -117,7 +117,7 @@ def test_image_model_equals_one_frame_video_with_inflated_weights():
     from videomamba.core.pretrained import load_pretrained
 
     image = _tiny(drop_path_rate=0.0).eval()
-    video = _tiny(drop_path_rate=0.0, num_frames=1, kernel_size=1).eval()
+    video = _tiny(drop_path_rate=0.0, num_frames=1, tubelet_size=1).eval()
     load_pretrained(video, image.state_dict(), verbose=False)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -129,8 +129,8 @@ def test_input_size_errors_name_the_expected_shape():
         _tiny()(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match=r"expected \(B, C, 4, 32, 32\)"):
         _tiny(num_frames=4)(torch.randn(1, 3, 2, 32, 32))
-    with pytest.raises(ValueError, match="multiple of kernel_size"):
-        _tiny(num_frames=3, kernel_size=2)
+    with pytest.raises(ValueError, match="multiple of tubelet_size"):
+        _tiny(num_frames=3, tubelet_size=2)
 
 
 def test_drop_path_schedule_drops_mixer_i_with_rate_i():
@@ -169,6 +169,17 @@ def test_out_proj_is_rescaled_by_depth():
         assert weight.abs().max() <= bound + 1e-6 and weight.abs().max() > bound / 2
 
 
+def test_the_original_argument_names_build_the_same_model_through_timm():
+    # kernel_size, channels, use_checkpoint and checkpoint_num are what the original's configs and
+    # older checkpoints store; the class itself takes only tubelet_size, in_chans, grad_checkpointing*.
+    legacy = dict(kernel_size=2, channels=3, use_checkpoint=True, checkpoint_num=1)
+    model = timm.create_model("videomamba_tiny", num_frames=4, **SMALL, **legacy)
+    assert model.patch_embed.tubelet_size == 2 and model.temporal_pos_embedding.shape[1] == 2
+    assert model.grad_checkpointing and model.grad_checkpointing_blocks == 1
+    with pytest.raises(TypeError, match="kernel_size"):
+        VisionMamba(num_frames=4, kernel_size=2)
+
+
 def test_grad_checkpointing_leaves_outputs_and_gradients_unchanged():
     torch.manual_seed(0)
     model = _tiny(depth=3, drop_path_rate=0.0)
@@ -182,7 +193,7 @@ def test_grad_checkpointing_leaves_outputs_and_gradients_unchanged():
 
     out_ref, grads_ref = run()
     model.set_grad_checkpointing(True)
-    assert model.use_checkpoint and model.checkpoint_num == 3
+    assert model.grad_checkpointing and model.grad_checkpointing_blocks == 3
     out_ckpt, grads_ckpt = run()
     assert torch.allclose(out_ref, out_ckpt, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads_ref, grads_ckpt, strict=True))

@@ -25,7 +25,7 @@ from causal_conv1d import dispatcher as conv_dispatcher
 from causal_conv1d.dispatch import triton_interpreted
 from mamba_ssm import Mamba
 from mamba_ssm.testing import fast_triton_interpreter
-from videomamba.core.backbone import VisionMamba
+from videomamba.core.backbone import VisionMamba, rename_legacy_model_kwargs
 from videomamba.core.pretrain import PretrainVideoMamba
 from videomamba.core.pretrained import load_pretrained
 from videomamba.video_mm.config import load_config
@@ -102,10 +102,10 @@ def assert_matches(what: str, ours: Tensor, expected: Tensor, tol: float = FORWA
 
 
 def constructor_args(config: dict[str, Any]) -> dict[str, Any]:
-    """Our constructor arguments from the original's: the same names, without its init option (the
-    weights are loaded) and its decoder width (ours is always the model width). Any other name we
-    do not take fails the build."""
-    kwargs = dict(config)
+    """Our constructor arguments from the original's: its names (kernel_size, use_checkpoint, ...) renamed
+    as every stored config is, without its init option (the weights are loaded) and its decoder width
+    (ours is always the model width). Any other name we do not take fails the build."""
+    kwargs = rename_legacy_model_kwargs(config)
     assert kwargs.pop("initializer_cfg") is None
     if "clip_decoder_embed_dim" in kwargs:
         assert kwargs.pop("clip_decoder_embed_dim") == kwargs["embed_dim"]
@@ -183,7 +183,7 @@ def test_image_weights_inflate_into_the_centre_frame_of_a_tubelet():
     # and starts the temporal embedding at zero: a tubelet whose frame 1 is the image then gives the
     # image model's output, whatever frame 0 holds.
     stored = golden("image_tiny_reduced")
-    video = VisionMamba(**{**constructor_args(stored["config"]), "num_frames": 2, "kernel_size": 2})
+    video = VisionMamba(**{**constructor_args(stored["config"]), "num_frames": 2, "tubelet_size": 2})
     report = load_pretrained(video, GOLDEN / "image_tiny_reduced.pt", verbose=False)
     assert any("2D->3D, center" in line for line in report.adapted)
     image = stored["input"]

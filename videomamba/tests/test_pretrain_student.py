@@ -14,7 +14,7 @@ from videomamba.video_mm.models.umt import build_vision_encoder
 from videomamba.video_mm.synthetic import tiny_overrides
 from videomamba.video_sm import run_videomamba_pretraining
 
-TINY = dict(img_size=32, patch_size=16, depth=3, embed_dim=32, num_frames=4, kernel_size=1, clip_output_dim=24)
+TINY = dict(img_size=32, patch_size=16, depth=3, embed_dim=32, num_frames=4, tubelet_size=1, clip_output_dim=24)
 
 
 def _student(**kwargs):

@@ -96,7 +96,7 @@ def test_pos_embed_is_resized_224_to_448(tiny_release):
 @pytest.mark.parametrize("mode", ["center", "average"])
 def test_image_weights_inflate_into_a_video_model(mode):
     state = original_state_dict(64, 2)
-    model = _small(num_frames=8, kernel_size=2)
+    model = _small(num_frames=8, tubelet_size=2)
     report = load_pretrained(model, state, inflation=mode, verbose=False)
     weight, source = model.patch_embed.proj.weight.detach(), state["patch_embed.proj.weight"]
     assert weight.shape == (64, 3, 2, 16, 16)
@@ -110,7 +110,7 @@ def test_image_weights_inflate_into_a_video_model(mode):
 
 def test_temporal_pos_embedding_is_interpolated_to_the_frame_count():
     state = original_state_dict(64, 2, frames=8, tubelet=2)  # 4 tubelets
-    model = _small(num_frames=16, kernel_size=2)  # 8 tubelets
+    model = _small(num_frames=16, tubelet_size=2)  # 8 tubelets
     report = load_pretrained(model, state, verbose=False)
     assert report.ok and any("temporal_pos_embedding (1, 4, 64) -> (1, 8, 64) (linear)" in a for a in report.adapted)
     expected = F.interpolate(state["temporal_pos_embedding"].permute(0, 2, 1), size=8, mode="linear")
@@ -235,7 +235,7 @@ def test_pretrained_reads_the_released_file_from_the_checkpoint_folder(tmp_path,
     model = timm.create_model("videomamba_tiny", pretrained=True, depth=2, img_size=448)
     assert torch.equal(model.pos_embed.detach(), state_448["pos_embed"])
     # A video model starts from the 224 image release, inflated.
-    video = timm.create_model("videomamba_tiny", pretrained=True, depth=2, num_frames=4, kernel_size=1)
+    video = timm.create_model("videomamba_tiny", pretrained=True, depth=2, num_frames=4, tubelet_size=1)
     assert torch.equal(video.patch_embed.proj.weight[:, :, 0].detach(), state["patch_embed.proj.weight"])
     # An explicit path wins over the folder.
     other = tmp_path / "other.pth"

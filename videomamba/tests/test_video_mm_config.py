@@ -126,5 +126,30 @@ def test_experiment_configs_load_with_the_inventory_settings(path):
 def test_the_small_data_recipe_config_loads():
     config = load_config(VIDEO_MM / "exp_pt/custom/config.py", ["data_dir", "/data", "model_dir", "/ckpt"])
     vision = config.model.vision_encoder
-    assert (vision.depth, vision.embed_dim, vision.kernel_size, vision.pool_type) == (2, 64, 2, "avg")
+    assert (vision.depth, vision.embed_dim, vision.tubelet_size, vision.pool_type) == (2, 64, 2, "avg")
     assert config.model.text_encoder.pretrained == "/ckpt/bert-base-uncased"
+
+
+def test_the_original_vision_encoder_names_are_read_as_ours(tmp_path):
+    # An original-style config over our base (which uses tubelet_size / grad_checkpointing*): the old
+    # names win, in files and in overrides, and no old name is left for the model to reject.
+    child = write(
+        tmp_path / "config.py",
+        f"_base_ = {str(VIDEO_MM / 'configs/base.py')!r}\n"
+        "model = dict(vision_encoder=dict(kernel_size=2, use_checkpoint=True))\n",
+    )
+    config = load_config(child, ["data_dir", "/data", "model_dir", "/ckpt", "model.vision_encoder.checkpoint_num", "3"])
+    vision = config.model.vision_encoder
+    assert (vision.tubelet_size, vision.grad_checkpointing, vision.grad_checkpointing_blocks) == (2, True, 3)
+    assert not {"kernel_size", "use_checkpoint", "checkpoint_num"} & set(vision)
+
+
+def test_a_stored_config_with_the_original_names_rebuilds_its_model(tmp_path):
+    import torch
+
+    from videomamba.video_mm.tasks.engine import adopt_stored_model_config
+
+    torch.save({"config": {"model": {"vision_encoder": {"kernel_size": 2, "depth": 4}}}}, tmp_path / "old.pth")
+    config = OmegaConf.create({"model": {"vision_encoder": {"tubelet_size": 1, "depth": 2}}})
+    changed = adopt_stored_model_config(config, str(tmp_path / "old.pth"), evaluate=False)
+    assert len(changed) == 2 and (config.model.vision_encoder.tubelet_size, config.model.vision_encoder.depth) == (2, 4)

@@ -126,8 +126,8 @@ def test_layer_decay_correct_and_as_released():
 @pytest.mark.parametrize("frames,tubelet", [(4, 1), (8, 2)])
 def test_video_classifier_forward_backward(frames, tubelet):
     model = timm.create_model(
-        "videomamba_tiny", num_frames=frames, kernel_size=tubelet, img_size=SIZE, num_classes=5,
-        fc_drop_rate=0.5, use_checkpoint=True, checkpoint_num=1, **TINY,
+        "videomamba_tiny", num_frames=frames, tubelet_size=tubelet, img_size=SIZE, num_classes=5,
+        fc_drop_rate=0.5, grad_checkpointing=True, grad_checkpointing_blocks=1, **TINY,
     )  # fmt: skip
     assert model.temporal_pos_embedding.shape[1] == frames // tubelet
     clip = torch.randn(2, 3, frames, SIZE, SIZE)
@@ -155,7 +155,7 @@ def test_finetune_inflates_image_checkpoints_and_resamples_time(tmp_path):
         finetune=str(tmp_path / "image.pth"), model_key="model|module", model_prefix="", delete_head=False,
         orig_t_size=8, tubelet_size=2,
     )  # fmt: skip
-    video = timm.create_model("videomamba_tiny", num_frames=4, kernel_size=2, img_size=SIZE, num_classes=3, **TINY)
+    video = timm.create_model("videomamba_tiny", num_frames=4, tubelet_size=2, img_size=SIZE, num_classes=3, **TINY)
     run_class_finetuning.load_finetune_checkpoint(video, args)
     weight = video.patch_embed.proj.weight
     assert torch.equal(weight[:, :, 1], image.patch_embed.proj.weight) and weight[:, :, 0].abs().sum() == 0
@@ -341,6 +341,21 @@ def test_predict_prints_topk_and_writes_features(video_data, tmp_path, capsys):
                          "--device", "cpu", "--json"]) == 0  # fmt: skip
     assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == 4
     assert predict.main([str(tmp_path / "missing.mp4"), "--checkpoint", str(tmp_path / "ckpt.pth")]) == 2
+
+
+def test_model_arguments_stored_under_the_original_names_still_build_the_model(tmp_path):
+    # Checkpoints written before the renames record kernel_size / use_checkpoint / checkpoint_num.
+    model = timm.create_model("videomamba_tiny", num_frames=4, tubelet_size=2, img_size=SIZE, num_classes=3, **TINY)
+    stored = dict(num_frames=4, kernel_size=2, img_size=SIZE, num_classes=3, use_checkpoint=True, checkpoint_num=1)
+    torch.save({"model": model.state_dict(), "model_name": "videomamba_tiny", "model_kwargs": {**stored, **TINY}},
+               tmp_path / "old.pth")  # fmt: skip
+    args = predict.get_args_parser().parse_args(["clip.mp4", "--checkpoint", str(tmp_path / "old.pth")])
+    rebuilt, kwargs = predict.build_predictor(args)
+    assert kwargs["tubelet_size"] == 2 and "kernel_size" not in kwargs and not rebuilt.grad_checkpointing
+    assert torch.equal(rebuilt.patch_embed.proj.weight, model.patch_embed.proj.weight)
+    # The runners take the original's flags as aliases of the new ones.
+    flags = run_class_finetuning.get_args_parser().parse_args(["--use_checkpoint", "--checkpoint_num", "3"])
+    assert flags.grad_checkpointing and flags.grad_checkpointing_blocks == 3
 
 
 def test_predict_prints_the_value_of_a_regression_checkpoint(video_data, tmp_path, capsys):

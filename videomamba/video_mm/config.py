@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from videomamba.core.backbone import LEGACY_MODEL_KWARGS, rename_legacy_model_kwargs
 from videomamba.core.cli import UserError
 
 __all__ = [
@@ -78,6 +79,18 @@ def _read_file(path: Path) -> dict[str, Any]:
     return OmegaConf.to_container(loaded, resolve=False)
 
 
+VISION_SECTION = "model.vision_encoder"
+
+
+def with_current_names(values: dict[str, Any]) -> dict[str, Any]:
+    """Config values (plain containers) with the original's vision-encoder argument names
+    (``kernel_size``, ``use_checkpoint``, ``checkpoint_num``, ...) replaced by ours."""
+    model = values.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("vision_encoder"), Mapping):
+        values = {**values, "model": {**model, "vision_encoder": rename_legacy_model_kwargs(model["vision_encoder"])}}
+    return values
+
+
 def load_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
     """One config file merged over its ``_base_`` files (recursively); interpolations left unresolved."""
     path = Path(path).resolve()
@@ -86,7 +99,7 @@ def load_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> DictCon
         raise ConfigError(f"{path}: config file not found{where}")
     if path in _chain:
         raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(str(p) for p in (*_chain, path))}")
-    values = _read_file(path)
+    values = with_current_names(_read_file(path))
     bases = values.pop(BASE_KEY, [])
     if isinstance(bases, str | Path):
         bases = [bases]
@@ -164,6 +177,9 @@ def _fit_type(key: str, current: Any, value: Any, text: str) -> Any:
 def apply_overrides(config: DictConfig, overrides: Sequence[tuple[str, Any, str]]) -> DictConfig:
     """Set existing dotted keys; an unknown key is an error that names it (and close matches)."""
     for key, value, text in overrides:
+        section, _, name = key.rpartition(".")
+        if section == VISION_SECTION and name in LEGACY_MODEL_KWARGS:
+            key = f"{section}.{LEGACY_MODEL_KWARGS[name]}"
         current = OmegaConf.select(config, key, default=_ABSENT, throw_on_resolution_failure=False)
         if current is _ABSENT:
             close = difflib.get_close_matches(key, _all_keys(config), n=3)

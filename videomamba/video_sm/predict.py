@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
+from videomamba.core.backbone import rename_legacy_model_kwargs  # also registers the models in timm
 from videomamba.core.cli import UserError, create_model, registered_model
 from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.text_lists import read_list_lines
@@ -45,10 +45,6 @@ from videomamba.core.video_io import VideoDecodeError, open_video
 from videomamba.video_sm.datasets import load_test_views, long_video_windows
 
 __all__ = ["build_predictor", "extract_features", "main", "predict", "read_labels"]
-
-# Model arguments a training checkpoint records and this command can override.
-SIZE_FLAGS = {"num_frames": "num_frames", "tubelet_size": "kernel_size", "input_size": "img_size"}
-
 
 def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
     """Class names, one per line (blank lines skipped); errors name the file."""
@@ -67,13 +63,14 @@ def build_predictor(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str
     name = args.model or checkpoint.get("model_name")
     if not name:
         raise UserError(f"{args.checkpoint} does not record its model: pass --model (e.g. videomamba_tiny)")
-    kwargs: dict[str, Any] = {**saved_kwargs}
-    kwargs.pop("use_checkpoint", None)
-    for flag, key in SIZE_FLAGS.items():
-        value = getattr(args, flag)
+    kwargs = rename_legacy_model_kwargs(saved_kwargs)  # older checkpoints store the original's names
+    kwargs.pop("grad_checkpointing", None)  # nothing to checkpoint without gradients
+    # The size flags override what the checkpoint records (--input_size is the model's img_size).
+    sizes = {"num_frames": args.num_frames, "tubelet_size": args.tubelet_size, "img_size": args.input_size}
+    for key, value in sizes.items():
         if value is not None:
             kwargs[key] = value
-        kwargs.setdefault(key, {"num_frames": 8, "kernel_size": 1, "img_size": 224}[key])
+        kwargs.setdefault(key, {"num_frames": 8, "tubelet_size": 1, "img_size": 224}[key])
     if "num_classes" not in kwargs:
         head = extract_state_dict(checkpoint, source=args.checkpoint).get("head.weight")
         if head is None:

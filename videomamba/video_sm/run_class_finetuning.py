@@ -85,14 +85,25 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="videomamba_tiny", type=registered_model, help="registered model name")
     model.add_argument(
-        "--tubelet_size", default=1, type=int, help="frames per patch (kernel_size); 1 in every released model"
+        "--tubelet_size", default=1, type=int, help="frames per video patch; 1 in every released model"
     )
     model.add_argument("--input_size", default=224, type=int, help="clip side in pixels")
     model.add_argument("--fc_drop_rate", default=0.0, type=float, help="dropout before the head")
     model.add_argument("--drop", default=0.0, type=float, help="dropout after the position embeddings")
     model.add_argument("--drop_path", default=0.1, type=float, help="stochastic depth rate")
-    model.add_argument("--use_checkpoint", action="store_true", help="gradient checkpointing of the first blocks")
-    model.add_argument("--checkpoint_num", default=0, type=int, help="number of checkpointed blocks")
+    model.add_argument(
+        "--grad_checkpointing",
+        "--use_checkpoint",
+        action="store_true",
+        help="gradient checkpointing of the first --grad_checkpointing_blocks blocks (old name: --use_checkpoint)",
+    )
+    model.add_argument(
+        "--grad_checkpointing_blocks",
+        "--checkpoint_num",
+        default=0,
+        type=int,
+        help="number of checkpointed blocks (old name: --checkpoint_num)",
+    )
     model.add_argument(
         "--model_kwargs", default="{}", type=json.loads, help='(new) extra model arguments as JSON, e.g. {"depth": 2}'
     )
@@ -199,13 +210,13 @@ def build_model(args: argparse.Namespace, nb_classes: int) -> tuple[torch.nn.Mod
     kwargs: dict[str, Any] = dict(
         num_classes=nb_classes,
         num_frames=args.num_frames,
-        kernel_size=args.tubelet_size,
+        tubelet_size=args.tubelet_size,
         img_size=args.input_size,
         drop_rate=args.drop,
         drop_path_rate=args.drop_path,
         fc_drop_rate=args.fc_drop_rate,
-        use_checkpoint=args.use_checkpoint,
-        checkpoint_num=args.checkpoint_num,
+        grad_checkpointing=args.grad_checkpointing,
+        grad_checkpointing_blocks=args.grad_checkpointing_blocks,
     )
     if args.overwrite_dt_init:
         kwargs["overwrite_dt_init"] = True

@@ -97,8 +97,12 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
     model.add_argument("--tubelet_size", default=1, type=int, help="must be 1 to align with the per-frame teacher")
     model.add_argument("--input_size", default=224, type=int)
     model.add_argument("--drop_path", default=0.0, type=float)
-    model.add_argument("--use_checkpoint", action="store_true")
-    model.add_argument("--checkpoint_num", default=0, type=int)
+    model.add_argument(
+        "--grad_checkpointing", "--use_checkpoint", action="store_true", help="(old name: --use_checkpoint)"
+    )
+    model.add_argument(
+        "--grad_checkpointing_blocks", "--checkpoint_num", default=0, type=int, help="(old name: --checkpoint_num)"
+    )
     model.add_argument("--model_kwargs", default="{}", type=json.loads, help="(new) extra student arguments as JSON")
     model.add_argument("--finetune", default="", help="(new) initialise the student from this checkpoint")
 
@@ -213,11 +217,11 @@ def build_student(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, 
     """The masked student and the kwargs it was built with."""
     kwargs: dict[str, Any] = dict(
         num_frames=args.num_frames,
-        kernel_size=args.tubelet_size,
+        tubelet_size=args.tubelet_size,
         img_size=args.input_size,
         drop_path_rate=args.drop_path,
-        use_checkpoint=args.use_checkpoint,
-        checkpoint_num=args.checkpoint_num,
+        grad_checkpointing=args.grad_checkpointing,
+        grad_checkpointing_blocks=args.grad_checkpointing_blocks,
         clip_output_dim=args.clip_output_dim,
         clip_norm_type=args.clip_norm_type,
         clip_return_layer=args.clip_return_layer,

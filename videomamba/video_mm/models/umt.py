@@ -53,9 +53,9 @@ VISION_ARGS = (
     "residual_in_fp32",
     "bimamba",
     "num_frames",
-    "kernel_size",
-    "use_checkpoint",
-    "checkpoint_num",
+    "tubelet_size",
+    "grad_checkpointing",
+    "grad_checkpointing_blocks",
     "clip_output_dim",
     "clip_return_layer",
     "clip_student_return_interval",
@@ -156,8 +156,8 @@ class UMTVideoMamba(nn.Module):
             )
 
     def _build_teacher(self, vision_config: DictConfig) -> nn.Module:
-        if int(vision_config.get("kernel_size", 1)) != 1:
-            raise ValueError("the CLIP teacher encodes single frames: use kernel_size 1 with a teacher")
+        if int(vision_config.get("tubelet_size", 1)) != 1:
+            raise ValueError("the CLIP teacher encodes single frames: use tubelet_size 1 with a teacher")
         checkpoint = vision_config.get("clip_teacher_checkpoint")
         if not checkpoint:
             print("clip_teacher_checkpoint is empty: the CLIP teacher keeps random weights (tests only)")

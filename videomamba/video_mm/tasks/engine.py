@@ -50,7 +50,7 @@ from videomamba.core.pretrained import load_checkpoint_file, load_pretrained
 from videomamba.core.runner_args import resolve_precision
 from videomamba.core.schedules import apply_schedules, cosine_schedule
 
-from ..config import ConfigError, load_config, save_config
+from ..config import ConfigError, load_config, save_config, with_current_names
 from ..data.datasets import CaptionDataset, MediaSource, RetrievalEvalDataset, media_sources
 from ..data.loader import MediaInterleavedLoader, build_loader
 from ..data.media import ClipTransform, MediaReader
@@ -309,7 +309,7 @@ def prepare_model(run: Run, is_pretrain: bool) -> UMTVideoMamba:
 ARCHITECTURE_KEYS = (
     *(
         f"model.vision_encoder.{k}"
-        for k in ("name", "patch_size", "depth", "embed_dim", "kernel_size", "clip_output_dim")
+        for k in ("name", "patch_size", "depth", "embed_dim", "tubelet_size", "clip_output_dim")
     ),
     "model.text_encoder.config",
     "model.text_encoder.fusion_layer",
@@ -328,7 +328,7 @@ def adopt_stored_model_config(config: DictConfig, path: str, evaluate: bool) -> 
         return []
     if not isinstance(stored, Mapping):
         return []
-    stored = OmegaConf.create(dict(stored))
+    stored = OmegaConf.create(with_current_names(dict(stored)))  # older checkpoints store the original's names
     changed = []
     for key in ARCHITECTURE_KEYS + (EVALUATION_KEYS if evaluate else ()):
         value, current = OmegaConf.select(stored, key), OmegaConf.select(config, key)
