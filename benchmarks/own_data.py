@@ -66,7 +66,7 @@ def moving_square(
 
 def make_videos(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
     """root/videos/* in mixed containers and root/{train,val,test}.csv (`path,label`)."""
-    from videomamba.core.video_io import write_video
+    from videomamba.core.video_decode import write_video
 
     (root / "videos").mkdir(parents=True, exist_ok=True)
     names = list(DIRECTIONS)
@@ -129,7 +129,7 @@ def make_images(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
 
 def make_video_text(root: Path, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
     """root/videos/*.mp4, root/train.json (video, caption) and root/test.json (retrieval), a tiny BERT."""
-    from videomamba.core.video_io import write_video
+    from videomamba.core.video_decode import write_video
 
     colours = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 240), "yellow": (230, 220, 40)}
     classes = [(c, d) for c in colours for d in ("left", "right")]

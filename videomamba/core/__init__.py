@@ -12,8 +12,10 @@
 - ``optim``: parameter groups (weight decay, layer decay), optimizer, losses, autocast and the gradient step;
 - ``schedules``: per-step cosine lr / weight-decay schedules;
 - ``submission``: submitting a runner to Slurm (or locally) with submitit, requeue and resume;
-- video data shared by video_sm and video_mm: ``video_io`` (decord / PyAV / frame-folder readers and
-  frame sampling), ``video_transforms`` (clip crops, resizing, normalisation), ``video_rand_augment``
-  (RandAugment identical on every frame), ``masking`` (tube / random / attention masks),
-  ``clip_teacher`` (the frozen CLIP ViT teacher) and ``pretrain`` (the masked-pretraining student).
+- video data shared by video_sm and video_mm: ``video_decode`` (decord / PyAV / frame-folder / gif
+  readers, ``VideoDecodeError`` and the policy that replaces unreadable videos), ``frame_sampling``
+  (which frame indices a clip takes: segment, dense, interval and fps samplers), ``video_transforms``
+  (clip crops, resizing, normalisation), ``video_rand_augment`` (RandAugment identical on every
+  frame), ``masking`` (tube / random / attention masks), ``clip_teacher`` (the frozen CLIP ViT
+  teacher) and ``pretrain`` (the masked-pretraining student).
 """

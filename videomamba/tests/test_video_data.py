@@ -20,22 +20,24 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from videomamba.core import video_io
-from videomamba.core.video_io import (
+from videomamba.core import video_decode
+from videomamba.core.frame_sampling import (
+    dense_clip_indices,
+    fps_indices,
+    interval_indices,
+    pad_indices,
+    sample_indices,
+    sparse_segment_indices,
+    tsn_segment_indices,
+)
+from videomamba.core.video_decode import (
     FallbackVideo,
     PyAVVideo,
     UnreadableVideoPolicy,
     VideoDecodeError,
     VideoInfo,
-    dense_clip_indices,
-    fps_indices,
-    interval_indices,
     open_video,
-    pad_indices,
     read_video_frames,
-    sample_indices,
-    sparse_segment_indices,
-    tsn_segment_indices,
 )
 from videomamba.core.video_rand_augment import INCREASING_OPS, ORIGINAL_OPS, apply_op, op_argument
 from videomamba.core.video_transforms import crop_offsets, random_resized_crop_box
@@ -80,7 +82,7 @@ def texture_frames(count: int, seed: int = 0) -> np.ndarray:
 
 
 def encode(path: str, frames: np.ndarray, codec: str, fps: int = 10, pix_fmt: str = "yuv420p", **options: str) -> str:
-    return video_io.write_video(path, frames, fps=fps, codec=codec, pix_fmt=pix_fmt, **options)
+    return video_decode.write_video(path, frames, fps=fps, codec=codec, pix_fmt=pix_fmt, **options)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +156,7 @@ def test_lossy_codecs_stay_close_to_the_source(media):
 @pytest.fixture(autouse=True)
 def _fresh_decord_failures(monkeypatch):
     # FallbackVideo remembers, per process, the files decord failed on.
-    monkeypatch.setattr(video_io, "_DECORD_FAILED", set())
+    monkeypatch.setattr(video_decode, "_DECORD_FAILED", set())
 
 
 def test_fallback_uses_pyav_when_decord_cannot_open(media, monkeypatch, caplog):
@@ -164,7 +166,7 @@ def test_fallback_uses_pyav_when_decord_cannot_open(media, monkeypatch, caplog):
         attempts.append(path)
         raise VideoDecodeError(path, "simulated decord failure")
 
-    monkeypatch.setattr(video_io.DecordVideo, "__init__", refuse)
+    monkeypatch.setattr(video_decode.DecordVideo, "__init__", refuse)
     with caplog.at_level(logging.WARNING), open_video(media["lossless"]) as video:
         assert isinstance(video, FallbackVideo) and isinstance(video._active, PyAVVideo)
         np.testing.assert_array_equal(video.read([2, 4]), gray_frames(24)[[2, 4]])
@@ -179,7 +181,7 @@ def test_fallback_uses_pyav_when_decord_fails_mid_read(media, monkeypatch):
     def broken(self, indices):
         raise VideoDecodeError(self.path, "simulated decode error")
 
-    monkeypatch.setattr(video_io.DecordVideo, "_read_sorted", broken)
+    monkeypatch.setattr(video_decode.DecordVideo, "_read_sorted", broken)
     with open_video(media["lossless"]) as video:
         np.testing.assert_array_equal(video.read([1, 23]), gray_frames(24)[[1, 23]])
         assert isinstance(video._active, PyAVVideo)
@@ -190,7 +192,7 @@ def test_fallback_when_decord_is_not_installed(media, monkeypatch):
     with open_video(media["avi"]) as video:
         assert isinstance(video._active, PyAVVideo)
         assert video.read([3]).shape == (1, HEIGHT, WIDTH, 3)
-    with pytest.raises(video_io.BackendUnavailableError, match="decord is not installed"):
+    with pytest.raises(video_decode.BackendUnavailableError, match="decord is not installed"):
         open_video(media["avi"], "decord")
 
 
@@ -207,7 +209,7 @@ def test_missing_file_raises_decode_error(media):
 
 def test_frame_folder_with_template(media):
     with open_video(media["frames"], filename_tmpl="img_{:05}.png") as video:
-        assert video.info.num_frames == 12 and video.info.fps == video_io.DEFAULT_FPS
+        assert video.info.num_frames == 12 and video.info.fps == video_decode.DEFAULT_FPS
         assert [frame_index(f) for f in video.read([11, 0, 4])] == [11, 0, 4]
     with open_video(media["frames"], "frames", filename_tmpl="img_{:05}.png", num_frames=5) as video:
         assert video.info.num_frames == 5
@@ -219,7 +221,7 @@ def test_frame_folder_with_template(media):
 def test_frame_folder_sorts_names_naturally(media):
     with open_video(media["unpadded"]) as video:
         assert [frame_index(f) for f in video.read(range(12))] == list(range(12))
-    assert sorted(["f10", "f2", "F1"], key=video_io.natural_sort_key) == ["F1", "f2", "f10"]
+    assert sorted(["f10", "f2", "F1"], key=video_decode.natural_sort_key) == ["F1", "f2", "f10"]
 
 
 def test_gif_reader(media):
@@ -239,7 +241,8 @@ def test_read_checks_index_range_and_helper_returns_indices(media):
 def test_modules_import_without_decord_and_av():
     code = (
         "import sys; sys.modules['decord'] = None; sys.modules['av'] = None\n"
-        "import videomamba.core.video_io, videomamba.core.masking, videomamba.core.clip_teacher\n"
+        "import videomamba.core.video_decode, videomamba.core.frame_sampling\n"
+        "import videomamba.core.masking, videomamba.core.clip_teacher\n"
         "import videomamba.video_sm.datasets\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -104,7 +104,7 @@ def write_dataset(
 
     `videos_per_class` maps split names (train, val, test) to videos per class. Returns the list folder.
     """
-    from videomamba.core.video_io import write_video
+    from videomamba.core.video_decode import write_video
 
     root = Path(root)
     (root / "videos").mkdir(parents=True, exist_ok=True)

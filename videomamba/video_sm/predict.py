@@ -41,7 +41,7 @@ from videomamba.core.backbone import rename_legacy_model_kwargs  # also register
 from videomamba.core.cli import UserError, create_model, registered_model
 from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
 from videomamba.core.text_lists import read_list_lines
-from videomamba.core.video_io import VideoDecodeError, open_video
+from videomamba.core.video_decode import VideoDecodeError, open_video
 from videomamba.video_sm.datasets import load_test_views, long_video_windows
 
 __all__ = ["build_predictor", "extract_features", "main", "predict", "read_labels"]

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from videomamba.core.cli import MissingFileError, UserError
-from videomamba.core.video_io import UnreadableVideoPolicy, VideoDecodeError
+from videomamba.core.video_decode import UnreadableVideoPolicy, VideoDecodeError
 
 from .media import MediaReader
 from .text import pre_text

@@ -1,7 +1,7 @@
 """Reading media for video-text tasks: images and sampled video frames, as normalised (C, T, H, W) clips.
 
-Videos go through the readers shared with video_sm (`videomamba.core.video_io`: decord with a
-PyAV fallback, frame folders, gifs) and its ``rand`` / ``middle`` / ``fps{x}`` samplers; ``max_seconds``
+Videos go through the readers shared with video_sm (`videomamba.core.video_decode`: decord with a
+PyAV fallback, frame folders, gifs) and the ``rand`` / ``middle`` / ``fps{x}`` samplers; ``max_seconds``
 (``trimmed30``) restricts sampling to the start of each video. Images are one-frame clips.
 
 Augmentation follows the original: training takes a random resized crop (scale 0.5-1, bicubic) and a
@@ -16,7 +16,8 @@ import os
 import numpy as np
 import torch
 
-from videomamba.core.video_io import VideoDecodeError, open_video, sample_indices
+from videomamba.core.frame_sampling import sample_indices
+from videomamba.core.video_decode import VideoDecodeError, open_video
 from videomamba.core.video_rand_augment import VideoRandAugment
 from videomamba.core.video_transforms import (
     IMAGENET_MEAN,

@@ -35,15 +35,10 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from videomamba.core.cli import UserError
+from videomamba.core.frame_sampling import dense_clip_indices, sparse_segment_indices, tsn_segment_indices
 from videomamba.core.masking import MASK_TYPES, build_mask
 from videomamba.core.text_lists import looks_like_an_extra_column, read_list_lines
-from videomamba.core.video_io import (
-    UnreadableVideoPolicy,
-    dense_clip_indices,
-    open_video,
-    sparse_segment_indices,
-    tsn_segment_indices,
-)
+from videomamba.core.video_decode import UnreadableVideoPolicy, open_video
 
 from .transforms import VideoEvalTransform, VideoPretrainTransform, VideoTrainTransform
 
