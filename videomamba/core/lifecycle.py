@@ -53,12 +53,19 @@ from videomamba.core.checkpoint import (
     restore_training_state,
     set_rng_state,
 )
-from videomamba.core.distributed import all_gather_objects, barrier, get_rank, get_world_size, is_main_process
+from videomamba.core.cli import NonFiniteLossError
+from videomamba.core.distributed import (
+    all_gather_objects,
+    any_across_ranks,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_main_process,
+)
 from videomamba.core.logs import RunLog, read_log
-from videomamba.core.optim import NonFiniteLossError
 from videomamba.core.pretrained import load_checkpoint_file
 
-__all__ = ["Best", "Lifecycle", "TrainingState", "model_description", "non_finite_tensor"]
+__all__ = ["Best", "Lifecycle", "TrainingState", "model_description", "non_finite_tensor", "stop_if_not_finite"]
 
 CHECKPOINT_VERSION = 2
 
@@ -101,6 +108,18 @@ def non_finite_tensor(module: nn.Module) -> str | None:
         if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
             return name
     return None
+
+
+def stop_if_not_finite(loss_value: float, epoch: int, step: int, global_step: int, last_finite: float) -> None:
+    """Raise NonFiniteLossError on every rank (naming the step) if any rank's loss is not finite.
+
+    Called before the backward pass, so the weights stay finite; collective, so no rank hangs.
+    """
+    if any_across_ranks(not math.isfinite(loss_value)):
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {step} (global step {global_step}): this rank ({get_rank()}) "
+            f"has {loss_value}, last finite value {last_finite}; stopping every rank"
+        )
 
 
 def model_description(name: str, kwargs: Mapping[str, Any], args: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Parameter groups (weight decay, layer-wise lr decay), mixed precision and the gradient step.
+"""Optimisation: parameter groups (weight decay, layer-wise lr decay), the optimizer, mixed precision
+and the gradient step.
 
 Parameter groups come from the model's timm API: ``no_weight_decay()`` names, 1-D tensors and
 biases skip weight decay, and ``group_matcher()`` assigns layer ids for layer-wise lr decay
@@ -9,9 +10,8 @@ schedulers and per-step schedules multiply into the lr.
 from __future__ import annotations
 
 import contextlib
-import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -20,15 +20,11 @@ from torch import nn
 
 __all__ = [
     "GradientStep",
-    "NonFiniteLossError",
     "amp_dtype",
     "autocast",
     "build_optimizer",
-    "classification_loss",
     "param_groups",
     "released_layer_ids",
-    "run_until_non_finite",
-    "stop_if_not_finite",
 ]
 
 # The released layer-decay assigner put only these names at layer 0. It knew `blocks.N` (ViT) but
@@ -97,47 +93,6 @@ def param_groups(
         groups[key]["params"].append(param)
         groups[key]["param_names"].append(name)
     return list(groups.values())
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised on every rank when any rank's loss is NaN or Inf."""
-
-
-def stop_if_not_finite(loss_value: float, epoch: int, step: int, global_step: int, last_finite: float) -> None:
-    """Raise NonFiniteLossError on every rank (naming the step) if any rank's loss is not finite.
-
-    Called before the backward pass, so the weights stay finite; collective, so no rank hangs.
-    """
-    from videomamba.core.distributed import any_across_ranks, get_rank
-
-    if any_across_ranks(not math.isfinite(loss_value)):
-        raise NonFiniteLossError(
-            f"non-finite loss at epoch {epoch}, step {step} (global step {global_step}): this rank ({get_rank()}) "
-            f"has {loss_value}, last finite value {last_finite}; stopping every rank"
-        )
-
-
-def run_until_non_finite(main: Callable[[Any], Any], args: Any) -> int:
-    """Run a training entry point; a non-finite loss becomes exit code 1 (with its message) on every rank."""
-    import sys
-
-    try:
-        main(args)
-    except NonFiniteLossError as err:
-        sys.stderr.write(f"Stopping: {err}\n")
-        return 1
-    return 0
-
-
-def classification_loss(mixup_active: bool, smoothing: float = 0.0) -> nn.Module:
-    """Soft-target CE under mixup (the targets are already smoothed), else label-smoothing CE or plain CE."""
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-    if mixup_active:
-        return SoftTargetCrossEntropy()
-    if smoothing > 0:
-        return LabelSmoothingCrossEntropy(smoothing=smoothing)
-    return nn.CrossEntropyLoss()
 
 
 def build_optimizer(

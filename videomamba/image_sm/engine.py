@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from videomamba.core.lifecycle import stop_if_not_finite
 from videomamba.core.logs import RunLog
 from videomamba.core.metrics import MetricLogger, SmoothedValue, accuracy
-from videomamba.core.optim import GradientStep, NonFiniteLossError, autocast, stop_if_not_finite
+from videomamba.core.optim import GradientStep, autocast
 from videomamba.image_sm.models import distill_features
 
-__all__ = ["NonFiniteLossError", "TrainOptions", "evaluate", "feature_distill_loss", "train_one_epoch"]
+__all__ = ["TrainOptions", "evaluate", "feature_distill_loss", "train_one_epoch"]
 
 
 @dataclass

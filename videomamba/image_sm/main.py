@@ -31,18 +31,19 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 
 import videomamba.image_sm.models  # noqa: F401  (registers the image models in timm)
 from videomamba.core.checkpoint import LATEST, plain_config, restore_training_state
-from videomamba.core.cli import UserError, registered_model
+from videomamba.core.cli import (
+    UserError,
+    accept_both_spellings,
+    adopt_stored_model_args,
+    registered_model,
+    resolve_precision,
+    scale_lr,
+)
 from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp
 from videomamba.core.lifecycle import Best, Lifecycle, TrainingState, model_description
-from videomamba.core.optim import (
-    GradientStep,
-    build_optimizer,
-    classification_loss,
-    param_groups,
-    run_until_non_finite,
-)
+from videomamba.core.losses import classification_loss
+from videomamba.core.optim import GradientStep, build_optimizer, param_groups
 from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
-from videomamba.core.runner_args import accept_both_spellings, adopt_stored_model_args, resolve_precision, scale_lr
 from videomamba.image_sm import engine
 from videomamba.image_sm.datasets import ImageFolderDataset, build_dataset
 from videomamba.image_sm.samplers import RASampler
@@ -493,12 +494,13 @@ def _evaluate_only(
 
 
 def cli(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    """Parse, run, and turn a non-finite loss into a clean exit code 1 on every rank."""
+    """Parse and run (``run_cli`` turns a non-finite loss into exit code 1 on every rank)."""
     parser = parser or argparse.ArgumentParser("VideoMamba image classification", parents=[get_args_parser()])
     args = parser.parse_args(argv)
     if args.output_dir:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    return run_until_non_finite(main, args)
+    main(args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from videomamba.core.checkpoint import restore_training_state
-from videomamba.core.cli import MissingFileError, UserError, create_model, run_cli
+from videomamba.core.cli import MissingFileError, NonFiniteLossError, UserError, create_model, run_cli
 from videomamba.core.clip_teacher import build_clip_teacher, load_clip_weights
 from videomamba.core.pretrained import CheckpointError, load_checkpoint_file, load_pretrained
 from videomamba.image_sm.datasets import Cifar100, ImageListDataset, build_dataset, read_meta_file
@@ -215,7 +215,7 @@ def test_video_list_errors_name_file_and_line(tmp_path):
 # ----------------------------------------------------------------------------- command line
 
 
-def test_run_cli_prints_user_errors_as_one_line_and_keeps_tracebacks_for_bugs(capsys, monkeypatch):
+def test_run_cli_prints_user_errors_and_non_finite_stops_as_one_line_and_keeps_tracebacks_for_bugs(capsys, monkeypatch):
     def bad_input():
         raise MissingFileError("/data/list.csv: list file not found")
 
@@ -228,6 +228,12 @@ def test_run_cli_prints_user_errors_as_one_line_and_keeps_tracebacks_for_bugs(ca
     argv = ["prog", "--debug", "--epochs", "1"]
     assert run_cli(bad_input, argv) == 2 and argv == ["prog", "--epochs", "1"]
     assert "Traceback" in capsys.readouterr().err
+
+    def diverged():
+        raise NonFiniteLossError("non-finite loss at epoch 0, step 3")
+
+    assert run_cli(diverged, ["prog"]) == 1
+    assert capsys.readouterr().err == "Stopping: non-finite loss at epoch 0, step 3\n"
 
     def bug():
         raise KeyError("a bug")

@@ -17,10 +17,11 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from videomamba.core import checkpoint as checkpoint_io
 from videomamba.core.checkpoint import BEST, LATEST, ResumeError, WriteError
+from videomamba.core.cli import NonFiniteLossError
 from videomamba.core.distributed import get_rank, seed_everything, wrap_ddp
 from videomamba.core.lifecycle import Best, Lifecycle, TrainingState
 from videomamba.core.logs import read_log
-from videomamba.core.optim import GradientStep, NonFiniteLossError
+from videomamba.core.optim import GradientStep
 
 EPOCHS = 4
 # Validation losses (by epoch) that make epochs 0, 1 and 3 the best ones, so best-copies come and go.
@@ -353,7 +354,7 @@ def test_every_runner_accepts_both_flag_spellings_and_unscale_lr():
 
 
 def test_precision_is_said_and_no_amp_wins(capsys):
-    from videomamba.core.runner_args import resolve_precision, scale_lr
+    from videomamba.core.cli import resolve_precision, scale_lr
 
     assert resolve_precision(torch.device("cpu"), amp=True, bf16=False)[:2] == (False, torch.float32)
     assert resolve_precision(torch.device("cpu"), amp=True, bf16=True)[:2] == (True, torch.bfloat16)

@@ -35,18 +35,20 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 
 import videomamba.core.backbone  # noqa: F401  (registers the VideoMamba models in timm)
 from videomamba.core.checkpoint import BEST, LATEST, plain_config, restore_training_state
-from videomamba.core.cli import MissingFileError, UserError, registered_model
+from videomamba.core.cli import (
+    MissingFileError,
+    UserError,
+    accept_both_spellings,
+    adopt_stored_model_args,
+    registered_model,
+    resolve_precision,
+    scale_lr,
+)
 from videomamba.core.distributed import barrier, distributed_session, is_main_process, seed_worker, wrap_ddp
 from videomamba.core.lifecycle import Best, Lifecycle, TrainingState, model_description
-from videomamba.core.optim import (
-    GradientStep,
-    build_optimizer,
-    classification_loss,
-    param_groups,
-    run_until_non_finite,
-)
+from videomamba.core.losses import classification_loss
+from videomamba.core.optim import GradientStep, build_optimizer, param_groups
 from videomamba.core.pretrained import extract_state_dict, load_checkpoint_file, load_pretrained
-from videomamba.core.runner_args import accept_both_spellings, adopt_stored_model_args, resolve_precision, scale_lr
 from videomamba.core.schedules import cosine_schedule
 from videomamba.video_sm.datasets import DATA_SETS, build_dataset, build_mixup, repeated_sample_collate
 from videomamba.video_sm.engines import finetune
@@ -514,7 +516,7 @@ def _evaluate_only(
 
 
 def cli(argv: list[str] | None = None, regression: bool = False) -> int:
-    """Parse and run; a non-finite loss becomes exit code 1 on every rank.
+    """Parse and run (``run_cli`` turns a non-finite loss into exit code 1 on every rank).
 
     With --regression (or ``regression=True``) mixup, cutmix and smoothing default to 0.
     """
@@ -522,7 +524,8 @@ def cli(argv: list[str] | None = None, regression: bool = False) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if regression or "--regression" in argv:
         parser.set_defaults(regression=True, mixup=0.0, cutmix=0.0, smoothing=0.0, nb_classes=1)
-    return run_until_non_finite(main, parser.parse_args(argv))
+    main(parser.parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":

@@ -31,19 +31,20 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 import videomamba.core.pretrain  # noqa: F401  (registers the *_pretrain students in timm)
 from videomamba.core.checkpoint import plain_config
-from videomamba.core.cli import MissingFileError, UserError, registered_model
+from videomamba.core.cli import (
+    MissingFileError,
+    UserError,
+    accept_both_spellings,
+    registered_model,
+    resolve_precision,
+    scale_lr,
+)
 from videomamba.core.clip_teacher import CLIP_CONFIGS, build_clip_teacher, return_layers_from_interval
 from videomamba.core.distributed import distributed_session, seed_worker, wrap_ddp
 from videomamba.core.lifecycle import Lifecycle, TrainingState, model_description
 from videomamba.core.masking import MASK_TYPES
-from videomamba.core.optim import (
-    GradientStep,
-    build_optimizer,
-    param_groups,
-    run_until_non_finite,
-)
+from videomamba.core.optim import GradientStep, build_optimizer, param_groups
 from videomamba.core.pretrained import load_pretrained
-from videomamba.core.runner_args import accept_both_spellings, resolve_precision, scale_lr
 from videomamba.core.schedules import cosine_schedule
 from videomamba.video_sm.datasets import build_pretraining_dataset, repeated_sample_collate
 from videomamba.video_sm.engines import pretrain
@@ -350,7 +351,8 @@ def _run(args: argparse.Namespace, dist_info: Any, device: torch.device) -> dict
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser("VideoMamba masked pretraining", parents=[get_args_parser()])
-    return run_until_non_finite(main, parser.parse_args(argv))
+    main(parser.parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from videomamba.core.cli import UserError
+from videomamba.core.cli import UserError, resolve_precision
 from videomamba.core.distributed import (
     any_across_ranks,
     barrier,
@@ -47,7 +47,6 @@ from videomamba.core.logs import RunLog
 from videomamba.core.metrics import MetricLogger
 from videomamba.core.optim import GradientStep, autocast, param_groups
 from videomamba.core.pretrained import load_checkpoint_file, load_pretrained
-from videomamba.core.runner_args import resolve_precision
 from videomamba.core.schedules import apply_schedules, cosine_schedule
 
 from ..config import ConfigError, load_config, save_config, with_current_names

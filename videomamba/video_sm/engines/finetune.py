@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from videomamba.core.lifecycle import stop_if_not_finite
 from videomamba.core.logs import RunLog
 from videomamba.core.metrics import MetricLogger, SmoothedValue, accuracy
-from videomamba.core.optim import GradientStep, autocast, stop_if_not_finite
+from videomamba.core.optim import GradientStep, autocast
 from videomamba.core.schedules import apply_schedules
 
 from .multiview import ViewOutput

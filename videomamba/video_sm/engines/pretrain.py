@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from videomamba.core.lifecycle import stop_if_not_finite
 from videomamba.core.logs import RunLog
 from videomamba.core.masking import build_mask, gather_visible, prepend_cls_column
 from videomamba.core.metrics import MetricLogger, SmoothedValue
-from videomamba.core.optim import GradientStep, autocast, stop_if_not_finite
+from videomamba.core.optim import GradientStep, autocast
 from videomamba.core.schedules import apply_schedules
 
 __all__ = ["CLIP_LOSS_TYPES", "PretrainOptions", "alignment_loss", "train_one_epoch"]
