@@ -118,9 +118,7 @@ class PatchEmbed(nn.Module):
             )
         else:
             if tubelet_size < 1 or num_frames % tubelet_size:
-                raise ValueError(
-                    f"num_frames={num_frames} must be a positive multiple of tubelet_size={tubelet_size}"
-                )
+                raise ValueError(f"num_frames={num_frames} must be a positive multiple of tubelet_size={tubelet_size}")
             self.proj = nn.Conv3d(
                 in_chans,
                 embed_dim,

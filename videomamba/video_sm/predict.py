@@ -46,6 +46,7 @@ from videomamba.video_sm.datasets import load_test_views, long_video_windows
 
 __all__ = ["build_predictor", "extract_features", "main", "predict", "read_labels"]
 
+
 def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
     """Class names, one per line (blank lines skipped); errors name the file."""
     names = [line for _, line in read_list_lines(path, "labels file", skip_comments=False)]

@@ -86,9 +86,7 @@ def get_args_parser(add_help: bool = False) -> argparse.ArgumentParser:
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="videomamba_tiny", type=registered_model, help="registered model name")
-    model.add_argument(
-        "--tubelet_size", default=1, type=int, help="frames per video patch; 1 in every released model"
-    )
+    model.add_argument("--tubelet_size", default=1, type=int, help="frames per video patch; 1 in every released model")
     model.add_argument("--input_size", default=224, type=int, help="clip side in pixels")
     model.add_argument("--fc_drop_rate", default=0.0, type=float, help="dropout before the head")
     model.add_argument("--drop", default=0.0, type=float, help="dropout after the position embeddings")
