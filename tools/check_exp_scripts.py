@@ -25,12 +25,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from videomamba.core.backbone import VIDEOMAMBA_SIZES, model_size
 
-SIZES = ("tiny", "small", "middle", "base")
-SIZE_TAGS = {"t": "tiny", "s": "small", "m": "middle", "b": "base"}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def find_scripts(paths: list[str | Path] | None = None) -> list[Path]:
@@ -54,18 +51,13 @@ def launched_command(script: Path) -> list[str]:
     return shlex.split(lines[-1])
 
 
-def _model_size(name: str) -> str | None:
-    match = re.match(r"videomamba_(tiny|small|middle|base)", name or "")
-    return match.group(1) if match else None
-
-
 def _checkpoint_size(path: str) -> str | None:
+    """The size a checkpoint file name says: ``videomamba_t16_*`` (the size's file tag) or ``videomamba_tiny_*``."""
     name = Path(path or "").name
-    match = re.match(r"videomamba_([tsmb])16_", name)
-    if match:
-        return SIZE_TAGS[match.group(1)]
-    match = re.match(r"videomamba_(tiny|small|middle|base)_", name)
-    return match.group(1) if match else None
+    for size, arch in VIDEOMAMBA_SIZES.items():
+        if name.startswith(f"videomamba_{arch['file_tag']}_"):
+            return size
+    return model_size(Path(name).stem)
 
 
 def _checkpoint_frames(path: str) -> int | None:
@@ -75,7 +67,7 @@ def _checkpoint_frames(path: str) -> int | None:
 
 def _size_problems(model: str, checkpoints: dict[str, str]) -> list[str]:
     problems = []
-    size = _model_size(model)
+    size = model_size(model or "")
     for flag, path in checkpoints.items():
         ckpt_size = _checkpoint_size(path)
         if size and ckpt_size and size != ckpt_size:
