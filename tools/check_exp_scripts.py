@@ -17,6 +17,7 @@ Exit status 1 if any script has a problem.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -110,8 +111,8 @@ def _check_image_sm(argv: list[str]) -> list[str]:
     return problems
 
 
-def _check_video_sm(entry: Path, argv: list[str]) -> list[str]:
-    if entry.name == "run_videomamba_pretraining.py":
+def _check_video_sm(entry: str, argv: list[str]) -> list[str]:
+    if entry == "videomamba.video_sm.run_videomamba_pretraining":
         from videomamba.video_sm.run_videomamba_pretraining import get_args_parser
     else:
         from videomamba.video_sm.run_class_finetuning import get_args_parser
@@ -152,13 +153,17 @@ def check_script(script: Path) -> list[str]:
         command = launched_command(script)
     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as err:
         return [str(err)]
-    entry_index = next((i for i, part in enumerate(command) if part.endswith(".py")), None)
+    # The launcher starts entry points as modules: `... -m videomamba.<task>.<runner> ARGS`.
+    entry_index = next(
+        (i + 1 for i, part in enumerate(command[:-1]) if part == "-m" and command[i + 1].startswith("videomamba.")),
+        None,
+    )
     if entry_index is None:
-        return [f"no python entry script in the launched command: {' '.join(command)}"]
-    entry, argv = Path(command[entry_index]), command[entry_index + 1 :]
-    if not entry.is_file():
-        return [f"entry script {entry} does not exist"]
-    task = entry.resolve().relative_to(REPO / "videomamba").parts[0]
+        return [f"no `-m videomamba.<task>.<runner>` entry point in the launched command: {' '.join(command)}"]
+    entry, argv = command[entry_index], command[entry_index + 1 :]
+    if importlib.util.find_spec(entry) is None:
+        return [f"entry point {entry} does not exist"]
+    task = entry.split(".")[1]
     if task == "image_sm":
         return _check_image_sm(argv)
     if task == "video_sm":

@@ -468,7 +468,8 @@ def render(recipe: Recipe) -> str:
         current = f"{current} {flag}".strip()
     lines.append(current)
     body = "".join(f"    {line} \\\n" for line in lines)
-    return text + f'\nvideomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/{recipe.entry}" \\\n{body}    "$@"\n'
+    module = f"videomamba.video_sm.{Path(recipe.entry).stem}"
+    return text + f'\nvideomamba_launch {module} \\\n{body}    "$@"\n'
 
 
 def write_all(check: bool = False) -> list[Path]:
