@@ -1,7 +1,7 @@
 """Image-task VideoMamba models: self-distillation students (and teachers) for every size.
 
-The plain classifiers ``videomamba_{size}`` (every size of ``VIDEOMAMBA_SIZES``) are the shared backbone's registry
-entries (videomamba.core.backbone); this module adds ``videomamba_{size}_distill``:
+The plain classifiers ``videomamba_{size}`` (every size of ``VIDEOMAMBA_SIZES``) are the shared
+backbone's registry entries (videomamba.core.backbone); this module adds ``videomamba_{size}_distill``:
 
 - ``model_type="student"`` (default): a distillation head, RMSNorm + Linear(D -> teacher width),
   maps every final token (cls and patches) to the teacher's width;
