@@ -17,6 +17,7 @@ Exit status 1 if any script has a problem.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -25,12 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from videomamba.core.backbone import VIDEOMAMBA_SIZES, model_size
 
-SIZES = ("tiny", "small", "middle", "base")
-SIZE_TAGS = {"t": "tiny", "s": "small", "m": "middle", "b": "base"}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def find_scripts(paths: list[str | Path] | None = None) -> list[Path]:
@@ -54,18 +52,13 @@ def launched_command(script: Path) -> list[str]:
     return shlex.split(lines[-1])
 
 
-def _model_size(name: str) -> str | None:
-    match = re.match(r"videomamba_(tiny|small|middle|base)", name or "")
-    return match.group(1) if match else None
-
-
 def _checkpoint_size(path: str) -> str | None:
+    """The size a checkpoint file name says: ``videomamba_t16_*`` (the size's file tag) or ``videomamba_tiny_*``."""
     name = Path(path or "").name
-    match = re.match(r"videomamba_([tsmb])16_", name)
-    if match:
-        return SIZE_TAGS[match.group(1)]
-    match = re.match(r"videomamba_(tiny|small|middle|base)_", name)
-    return match.group(1) if match else None
+    for size, arch in VIDEOMAMBA_SIZES.items():
+        if name.startswith(f"videomamba_{arch['file_tag']}_"):
+            return size
+    return model_size(Path(name).stem)
 
 
 def _checkpoint_frames(path: str) -> int | None:
@@ -75,7 +68,7 @@ def _checkpoint_frames(path: str) -> int | None:
 
 def _size_problems(model: str, checkpoints: dict[str, str]) -> list[str]:
     problems = []
-    size = _model_size(model)
+    size = model_size(model or "")
     for flag, path in checkpoints.items():
         ckpt_size = _checkpoint_size(path)
         if size and ckpt_size and size != ckpt_size:
@@ -118,8 +111,8 @@ def _check_image_sm(argv: list[str]) -> list[str]:
     return problems
 
 
-def _check_video_sm(entry: Path, argv: list[str]) -> list[str]:
-    if entry.name == "run_videomamba_pretraining.py":
+def _check_video_sm(entry: str, argv: list[str]) -> list[str]:
+    if entry == "videomamba.video_sm.run_videomamba_pretraining":
         from videomamba.video_sm.run_videomamba_pretraining import get_args_parser
     else:
         from videomamba.video_sm.run_class_finetuning import get_args_parser
@@ -160,13 +153,17 @@ def check_script(script: Path) -> list[str]:
         command = launched_command(script)
     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as err:
         return [str(err)]
-    entry_index = next((i for i, part in enumerate(command) if part.endswith(".py")), None)
+    # The launcher starts entry points as modules: `... -m videomamba.<task>.<runner> ARGS`.
+    entry_index = next(
+        (i + 1 for i, part in enumerate(command[:-1]) if part == "-m" and command[i + 1].startswith("videomamba.")),
+        None,
+    )
     if entry_index is None:
-        return [f"no python entry script in the launched command: {' '.join(command)}"]
-    entry, argv = Path(command[entry_index]), command[entry_index + 1 :]
-    if not entry.is_file():
-        return [f"entry script {entry} does not exist"]
-    task = entry.resolve().relative_to(REPO / "videomamba").parts[0]
+        return [f"no `-m videomamba.<task>.<runner>` entry point in the launched command: {' '.join(command)}"]
+    entry, argv = command[entry_index], command[entry_index + 1 :]
+    if importlib.util.find_spec(entry) is None:
+        return [f"entry point {entry} does not exist"]
+    task = entry.split(".")[1]
     if task == "image_sm":
         return _check_image_sm(argv)
     if task == "video_sm":

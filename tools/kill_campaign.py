@@ -47,7 +47,7 @@ def make_images(root: Path) -> None:
 
 
 def command(data: Path, out: Path) -> list[str]:
-    return [sys.executable, str(REPO / "videomamba/image_sm/main.py"), *FLAGS, "--data-path", str(data),
+    return [sys.executable, "-m", "videomamba.image_sm.main", *FLAGS, "--data-path", str(data),
             "--output_dir", str(out)]  # fmt: skip
 
 
@@ -55,7 +55,7 @@ def run(cmd: list[str], kill_after: float | None = None, kill_at_op: int | None 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     if kill_at_op is not None:
         env["VIDEOMAMBA_KILL_AT_FILE_OP"] = str(kill_at_op)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _, err = proc.communicate(timeout=kill_after)
     except subprocess.TimeoutExpired:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,18 @@ __all__ = [
     "VisionMamba",
     "VIDEOMAMBA_SIZES",
     "LEGACY_MODEL_KWARGS",
+    "add_model_size",
     "create_videomamba",
+    "model_size",
+    "register_sized_models",
     "released_checkpoint_path",
     "rename_legacy_model_kwargs",
 ]
 
-# Architecture of each registered size: (embed_dim, depth, released-file tag).
+# The model sizes: the one place to add a size. Every task's registered models are generated from
+# this table (``videomamba_{size}`` here, ``_distill`` in image_sm, ``_pretrain`` in core.pretrain),
+# video_mm reads its ``vision_encoder.name`` from it, and the experiment tools read the released-file
+# tag (``videomamba_t16_*`` is a tiny checkpoint). At run time, `add_model_size` does the same.
 VIDEOMAMBA_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(embed_dim=192, depth=24, file_tag="t16"),
     "small": dict(embed_dim=384, depth=24, file_tag="s16"),
@@ -477,25 +484,51 @@ def _default_cfg(model: VisionMamba) -> dict[str, Any]:
     )
 
 
-@register_model
-def videomamba_tiny(pretrained: bool = False, **kwargs: Any) -> VisionMamba:
-    """VideoMamba-Ti: D=192, 24 blocks (7.1M params at 1000 classes); video with num_frames=T."""
-    return create_videomamba("tiny", pretrained=pretrained, **kwargs)
+# Model families, registered for every size: name suffix -> (builder(size, pretrained, **kwargs), doc).
+_SIZED_FAMILIES: dict[str, tuple[Callable[..., nn.Module], str]] = {}
 
 
-@register_model
-def videomamba_small(pretrained: bool = False, **kwargs: Any) -> VisionMamba:
-    """VideoMamba-S: D=384, 24 blocks (25.8M params at 1000 classes); video with num_frames=T."""
-    return create_videomamba("small", pretrained=pretrained, **kwargs)
+def _register_sized(size: str, suffix: str) -> None:
+    build, doc = _SIZED_FAMILIES[suffix]
+
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        return build(size, pretrained=pretrained, **kwargs)
+
+    arch = VIDEOMAMBA_SIZES[size]
+    entrypoint.__name__ = entrypoint.__qualname__ = f"videomamba_{size}{suffix}"
+    entrypoint.__module__ = build.__module__  # timm files the name under the family's module
+    entrypoint.__doc__ = f"VideoMamba-{size} (D={arch['embed_dim']}, {arch['depth']} blocks): {doc}"
+    register_model(entrypoint)
 
 
-@register_model
-def videomamba_middle(pretrained: bool = False, **kwargs: Any) -> VisionMamba:
-    """VideoMamba-M: D=576, 32 blocks (74.2M params at 1000 classes); video with num_frames=T."""
-    return create_videomamba("middle", pretrained=pretrained, **kwargs)
+def register_sized_models(suffix: str, build: Callable[..., nn.Module], doc: str) -> None:
+    """Register ``videomamba_{size}{suffix}`` in timm for every size, and for sizes added later.
+
+    ``build(size, pretrained=False, **kwargs)`` makes the model (usually through `create_videomamba`).
+    """
+    _SIZED_FAMILIES[suffix] = (build, doc)
+    for size in VIDEOMAMBA_SIZES:
+        _register_sized(size, suffix)
 
 
-@register_model
-def videomamba_base(pretrained: bool = False, **kwargs: Any) -> VisionMamba:
-    """VideoMamba-B: D=768, 24 blocks (97.6M params at 1000 classes); video with num_frames=T."""
-    return create_videomamba("base", pretrained=pretrained, **kwargs)
+def add_model_size(size: str, embed_dim: int, depth: int, file_tag: str) -> None:
+    """Add a size at run time (as a new row of `VIDEOMAMBA_SIZES` does): every family gets its model.
+
+    ``file_tag`` names its released files (``videomamba_{file_tag}_in1k_res224.pth``).
+    """
+    if not re.fullmatch(r"[a-z0-9]+", size):
+        raise ValueError(f"a size name is lower-case letters and digits (it becomes videomamba_{{size}}), got {size!r}")
+    VIDEOMAMBA_SIZES[size] = dict(embed_dim=embed_dim, depth=depth, file_tag=file_tag)
+    for suffix in _SIZED_FAMILIES:
+        _register_sized(size, suffix)
+
+
+def model_size(name: str) -> str | None:
+    """The size in a model name (``videomamba_small_distill`` -> ``small``), None for other models."""
+    for size in sorted(VIDEOMAMBA_SIZES, key=len, reverse=True):
+        if name == f"videomamba_{size}" or name.startswith(f"videomamba_{size}_"):
+            return size
+    return None
+
+
+register_sized_models("", create_videomamba, "the classifier; video with num_frames=T.")

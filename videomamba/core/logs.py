@@ -2,7 +2,7 @@
 
 The epoch records of log.txt and the TensorBoard tags use the same names (``train_loss``,
 ``test_acc1``, ...), so TensorBoard files can be rebuilt from any log.txt with
-:func:`write_log_to_tensorboard` (the image_sm ``generate_tensorboard.py`` script does this).
+:func:`write_log_to_tensorboard` (``python -m videomamba.tools.generate_tensorboard`` does this).
 """
 
 from __future__ import annotations

@@ -25,10 +25,9 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from timm.models import register_model
 from torch import Tensor, nn
 
-from videomamba.core.backbone import VisionMamba, create_videomamba
+from videomamba.core.backbone import VisionMamba, create_videomamba, register_sized_models
 
 __all__ = ["ClipDecoder", "PretrainOutput", "PretrainVideoMamba", "sinusoid_table"]
 
@@ -143,26 +142,11 @@ class PretrainVideoMamba(VisionMamba):
         return PretrainOutput(out, clip_features)
 
 
-def _pretrain(size: str, pretrained: bool, kwargs: dict[str, Any]) -> PretrainVideoMamba:
+def _pretrain(size: str, pretrained: bool = False, **kwargs: Any) -> PretrainVideoMamba:
     # Non-strict: an image or classifier checkpoint has no decoders; they keep their initialisation.
     return create_videomamba(
         size, model_cls=PretrainVideoMamba, pretrained=pretrained, pretrained_strict=False, **kwargs
     )
 
 
-@register_model
-def videomamba_tiny_pretrain(pretrained: bool = False, **kwargs: Any) -> PretrainVideoMamba:
-    """Masked-pretraining student, VideoMamba-Ti (D=192, 24 blocks)."""
-    return _pretrain("tiny", pretrained, kwargs)
-
-
-@register_model
-def videomamba_small_pretrain(pretrained: bool = False, **kwargs: Any) -> PretrainVideoMamba:
-    """Masked-pretraining student, VideoMamba-S (D=384, 24 blocks)."""
-    return _pretrain("small", pretrained, kwargs)
-
-
-@register_model
-def videomamba_middle_pretrain(pretrained: bool = False, **kwargs: Any) -> PretrainVideoMamba:
-    """Masked-pretraining student, VideoMamba-M (D=576, 32 blocks), as released for K400/SSv2/video-text."""
-    return _pretrain("middle", pretrained, kwargs)
+register_sized_models("_pretrain", _pretrain, "masked-pretraining student with CLIP decoder heads.")

@@ -1,20 +1,10 @@
 """Train or evaluate an image classifier (VideoMamba or DeiT), optionally with self-distillation.
 
-Usage (see README.md): ``python videomamba/image_sm/main.py --model videomamba_tiny ...``, the same
-under ``torchrun --nproc_per_node=N`` or ``srun``. Giving ``--teacher_pretrained_path`` turns on
+Usage (see README.md): ``python -m videomamba.image_sm.main --model videomamba_tiny ...``, the same
+under ``torchrun --nproc_per_node=N -m`` or ``srun python -m``. Giving ``--teacher_pretrained_path`` turns on
 self-distillation from a frozen teacher (``main_distill.py`` is this script with that required).
 Re-running a command resumes from ``<output_dir>/checkpoint-latest.pth`` (see ``videomamba/core/lifecycle.py``).
 """
-
-import os
-import sys
-
-if not __package__:
-    # Run as a script: drop this folder from sys.path so its files (datasets.py, models/) cannot
-    # shadow top-level packages, and make the repository importable without installation.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
 
 import argparse
 import copy

@@ -6,15 +6,6 @@ Kept under the original name so its experiment scripts read the same. The studen
 main.py's code path and flags.
 """
 
-import os
-import sys
-
-if not __package__:
-    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
-
 import argparse
 
 from videomamba.image_sm.main import cli, get_args_parser

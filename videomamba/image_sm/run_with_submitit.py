@@ -7,15 +7,6 @@ folder is the output folder. On a timeout or preemption the job is requeued and 
 with submitit's local executor, which is how the tests drive it.
 """
 
-import os
-import sys
-
-if not __package__:
-    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
-
 import argparse
 from typing import Any
 

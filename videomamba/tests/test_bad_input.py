@@ -248,23 +248,24 @@ def test_unknown_model_names_get_the_closest_registered_names():
 
 
 @pytest.mark.parametrize(
-    "script,args,message",
+    "module,args,message",
     [
         (
-            "videomamba/video_sm/run_class_finetuning.py",
+            "videomamba.video_sm.run_class_finetuning",
             ["--model", "videomamba_tinny", "--data_path", "/nowhere", "--device", "cpu"],
             "videomamba_tinny: unknown model; did you mean videomamba_tiny",
         ),
         (
-            "videomamba/image_sm/main.py",
+            "videomamba.image_sm.main",
             ["--data-set", "IMNET", "--meta_file_val", "/nowhere/val.txt", "--device", "cpu", "--eval"],
             "error: /nowhere/val.txt: meta file not found",
         ),
     ],
 )
-def test_entry_scripts_print_user_errors_without_a_traceback(script, args, message, tmp_path):
+def test_entry_scripts_print_user_errors_without_a_traceback(module, args, message, tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / script), *args, "--output_dir", str(tmp_path)],
+        [sys.executable, "-m", module, *args, "--output_dir", str(tmp_path)],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,

@@ -23,7 +23,6 @@ import videomamba.image_sm.models  # noqa: F401  (registers the distillation var
 from videomamba.core import checkpoint as checkpoint_io
 from videomamba.core import distributed
 from videomamba.core.logs import read_log
-from videomamba.image_sm import generate_tensorboard
 from videomamba.image_sm.datasets import (
     Cifar100,
     ImageFolderDataset,
@@ -34,19 +33,20 @@ from videomamba.image_sm.datasets import (
 )
 from videomamba.image_sm.main import get_args_parser
 from videomamba.image_sm.samplers import RASampler
+from videomamba.tools import generate_tensorboard
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SM = REPO / "videomamba" / "image_sm"
-MAIN, MAIN_DISTILL = IMAGE_SM / "main.py", IMAGE_SM / "main_distill.py"
+MAIN, MAIN_DISTILL = "videomamba.image_sm.main", "videomamba.image_sm.main_distill"
 TINY_MODEL = '{"depth": 2, "embed_dim": 32}'
 TINY = ["--model", "videomamba_tiny", "--model-kwargs", TINY_MODEL, "--input-size", "32", "--batch-size", "4",
         "--device", "cpu", "--no_amp", "--num_workers", "0", "--warmup-epochs", "0", "--print_freq", "2"]  # fmt: skip
 CLASSES = 3
 
 
-def run_script(script: Path, *args, expect_ok: bool = True, env: dict | None = None, launcher=None):
-    """Run an entry script as users do (from the repository root) and return the finished process."""
-    command = [*(launcher or [sys.executable]), str(script), *map(str, args)]
+def run_script(module: str, *args, expect_ok: bool = True, env: dict | None = None, launcher=None):
+    """Run an entry point as users do (``python -m``, from the repository root); returns the finished process."""
+    command = [*(launcher or [sys.executable]), "-m", module, *map(str, args)]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=full_env)
     if expect_ok:
@@ -379,17 +379,17 @@ def test_generate_tensorboard_rebuilds_events_from_log(trained_run, tmp_path):
 # ---------------------------------------------------------------------------------- scripts
 
 EXP_SCRIPTS = {
-    "exp/videomamba_tiny/run224.sh": ("main.py", "videomamba_tiny", 224, None),
-    "exp/videomamba_tiny/run448.sh": ("main.py", "videomamba_tiny", 448, "videomamba_t16_in1k_res224.pth"),
-    "exp/videomamba_tiny/run576.sh": ("main.py", "videomamba_tiny", 576, "videomamba_t16_in1k_res224to448.pth"),
-    "exp/videomamba_small/run224.sh": ("main.py", "videomamba_small", 224, None),
-    "exp/videomamba_small/run448.sh": ("main.py", "videomamba_small", 448, "videomamba_s16_in1k_res224.pth"),
-    "exp/videomamba_small/run576.sh": ("main.py", "videomamba_small", 576, "videomamba_s16_in1k_res224to448.pth"),
-    "exp_distill/videomamba_middle/run224.sh": ("main_distill.py", "videomamba_middle", 224, None),
-    "exp_distill/videomamba_base/run224.sh": ("main_distill.py", "videomamba_base", 224, None),
-    "exp_distill/videomamba_middle/run448.sh": ("main.py", "videomamba_middle", 448, "videomamba_m16_in1k_res224.pth"),
+    "exp/videomamba_tiny/run224.sh": ("main", "videomamba_tiny", 224, None),
+    "exp/videomamba_tiny/run448.sh": ("main", "videomamba_tiny", 448, "videomamba_t16_in1k_res224.pth"),
+    "exp/videomamba_tiny/run576.sh": ("main", "videomamba_tiny", 576, "videomamba_t16_in1k_res224to448.pth"),
+    "exp/videomamba_small/run224.sh": ("main", "videomamba_small", 224, None),
+    "exp/videomamba_small/run448.sh": ("main", "videomamba_small", 448, "videomamba_s16_in1k_res224.pth"),
+    "exp/videomamba_small/run576.sh": ("main", "videomamba_small", 576, "videomamba_s16_in1k_res224to448.pth"),
+    "exp_distill/videomamba_middle/run224.sh": ("main_distill", "videomamba_middle", 224, None),
+    "exp_distill/videomamba_base/run224.sh": ("main_distill", "videomamba_base", 224, None),
+    "exp_distill/videomamba_middle/run448.sh": ("main", "videomamba_middle", 448, "videomamba_m16_in1k_res224.pth"),
     "exp_distill/videomamba_middle/run576.sh": (
-        "main.py", "videomamba_middle", 576, "videomamba_m16_in1k_res224to448.pth"),
+        "main", "videomamba_middle", 576, "videomamba_m16_in1k_res224to448.pth"),
 }  # fmt: skip
 
 
@@ -405,14 +405,14 @@ def test_exp_scripts_build_the_recipe_command(script, tmp_path):
     assert echoed[0] == "+"
     command = echoed[1:]
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8"]
-    assert command[5] == str(IMAGE_SM / entry)
+    assert command[5:7] == ["-m", f"videomamba.image_sm.{entry}"]
     assert command[command.index("--model") + 1] == model
     assert command[command.index("--input-size") + 1] == str(size)
     assert command[-2:] == ["--epochs", "1"]  # extra flags come last, so they win
     assert {"--bf16", "--dist-eval", "--no-model-ema"} <= set(command)
     if finetune:
         assert command[command.index("--finetune") + 1] == f"/ckpt/{finetune}"
-    if entry == "main_distill.py":
+    if entry == "main_distill":
         assert command[command.index("--teacher_model") + 1] == "videomamba_small"
         assert command[command.index("--teacher_pretrained_path") + 1] == "/ckpt/videomamba_s16_in1k_res224.pth"
 

@@ -165,7 +165,7 @@ def test_image_sm_script_runs_under_sbatch(cluster, imagenet, tmp_path):
     job = cluster.sbatch(IMAGE_SCRIPT, *TINY_IMAGE_FLAGS, options=ONE_TASK,
                          env=dict(IMAGENET_ROOT=str(imagenet), OUTPUT_DIR=str(out_dir)))  # fmt: skip
     log = cluster.assert_completed(job)
-    assert "run_with" not in log and "main.py" in log  # the launcher ran the entry script itself
+    assert "run_with" not in log and "-m videomamba.image_sm.main" in log  # the launcher ran the entry point itself
     _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
 
 
@@ -185,7 +185,7 @@ def _submitit_job(cluster: Cluster, runner: str, args: list[str], out_dir: Path)
     """Submit through a task's submitit runner on the cluster; returns the Slurm job id."""
     slurm = ["--cluster", "slurm", "--partition", "debug", "--nodes", "1", "--ngpus", "1", "--cpus_per_task", "1",
              "--mem_per_gpu", "1", "--timeout", "10"]  # fmt: skip
-    command = [sys.executable, runner, *args, "--output_dir", str(out_dir), *slurm]
+    command = [sys.executable, "-m", runner, *args, "--output_dir", str(out_dir), *slurm]
     proc = subprocess.run(command, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.split("Submitted job ")[1].split(";")[0].split()[0]
@@ -208,7 +208,7 @@ def test_image_sm_submitit_result_and_requeue_resume(cluster, imagenet, tmp_path
     flags = [*TINY_IMAGE, "--epochs", str(epochs), "--data-set", "IMNET", "--model", "videomamba_tiny",
              "--root_dir_train", str(imagenet / "train"), "--meta_file_train", str(imagenet / "meta/train.txt"),
              "--root_dir_val", str(imagenet / "val"), "--meta_file_val", str(imagenet / "meta/val.txt")]  # fmt: skip
-    job = _submitit_job(cluster, "videomamba/image_sm/run_with_submitit.py", flags, out_dir)
+    job = _submitit_job(cluster, "videomamba.image_sm.run_with_submitit", flags, out_dir)
     # Once a checkpoint exists, kill the training process (SIGKILL, as the OOM killer or a node failure
     # would: nothing more gets saved) and requeue the job: Slurm runs it again under the same id, and
     # the run must go on from its last checkpoint. (Slurm's own signals land only after KillWait:
@@ -260,7 +260,7 @@ def test_video_sm_script_runs_under_sbatch(cluster, videos, tmp_path):
     job = cluster.sbatch(script, *TINY_VIDEO, options=ONE_TASK,
                          env=dict(DATA_PATH=str(videos), PREFIX=str(videos), OUTPUT_DIR=str(out_dir)))  # fmt: skip
     log = cluster.assert_completed(job)
-    assert "run_class_finetuning.py" in log
+    assert "-m videomamba.video_sm.run_class_finetuning" in log
     records = [json.loads(line) for line in (out_dir / "log.txt").read_text().splitlines()]
     assert records[0]["epoch"] == 0 and "train_loss" in records[0]
     assert "final_top1" in records[-1]  # the multi-view test ran after training
@@ -272,7 +272,7 @@ def test_video_sm_submitit_runner_returns_the_result(cluster, videos, tmp_path):
     out_dir = tmp_path / "out"
     flags = ["--task", "finetune", "--model", "videomamba_tiny", "--data_path", str(videos), "--prefix", str(videos),
              "--data_set", "Kinetics_sparse", "--split", ",", *TINY_VIDEO]  # fmt: skip
-    job = _submitit_job(cluster, "videomamba/video_sm/run_with_submitit.py", flags, out_dir)
+    job = _submitit_job(cluster, "videomamba.video_sm.run_with_submitit", flags, out_dir)
     assert cluster.wait(job) == "COMPLETED", _submitit_logs(out_dir)[-4000:]
     result = _submitit_result(out_dir, job)
     assert result["epoch"] == 0 and 0.0 <= result["final_top1"] <= 100.0, result
@@ -290,7 +290,7 @@ def test_video_mm_script_runs_under_sbatch(cluster, tmp_path):
     overrides = [*tiny_overrides(data), "scheduler.epochs", "1", "log_freq", "1000"]
     job = cluster.sbatch(script, *overrides, options=ONE_TASK, env=dict(OUTPUT_DIR=str(out_dir)))
     log = cluster.assert_completed(job, timeout=400)
-    assert "tasks/pretrain.py" in log
+    assert "-m videomamba.video_mm.tasks.pretrain" in log
     _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
     assert (out_dir / "config.yaml").is_file()
 
@@ -328,6 +328,8 @@ def test_every_experiment_script_passes_the_dry_check():
          'DATA_SET="${DATA_SET-Kinetics_sprase}"', "invalid choice"),
         ("videomamba/video_mm/exp_zs/msrvtt/run.sh", '"$@"', 'model.vision_encoder.name videomamba_midle "$@"',
          "not a registered model"),
+        ("videomamba/image_sm/exp/videomamba_tiny/run224.sh", "videomamba_launch videomamba.image_sm.main",
+         "videomamba_launch videomamba.image_sm.mian", "entry point videomamba.image_sm.mian does not exist"),
     ],
 )  # fmt: skip
 def test_dry_check_catches_a_wrong_script(tmp_path, script, old, new, problem):

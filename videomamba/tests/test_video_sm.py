@@ -458,7 +458,7 @@ def test_distributed_multiview_test_gathers_views_and_drops_padding(video_data, 
     args.prefix, args.test_num_segment, args.test_num_crop = str(video_data), 3, 1
     single = run_class_finetuning.main(args)
 
-    script = Path(run_class_finetuning.__file__)
+    repo = Path(run_class_finetuning.__file__).parents[2]
     argv = [
         "--model", "videomamba_tiny", "--model_kwargs", json.dumps(TINY), "--data_path", str(data),
         "--prefix", str(video_data), "--split", ",", "--nb_classes", "4", "--num_frames", "4",
@@ -466,9 +466,10 @@ def test_distributed_multiview_test_gathers_views_and_drops_padding(video_data, 
         "--batch_size", "2", "--eval", "--resume", str(tmp_path / "weights.pth"), "--dist_eval", "--device", "cpu",
         "--no_amp", "--num_workers", "0", "--video_reader", "pyav", "--output_dir", str(tmp_path / "dist"),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(script.parents[2])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    result = subprocess.run(command + argv, env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "videomamba.video_sm.run_class_finetuning"]  # fmt: skip
+    result = subprocess.run(command + argv, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "dist" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["num_views"] == 3 for r in rows)  # the padded repeat counted once

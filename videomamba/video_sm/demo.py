@@ -25,17 +25,9 @@ their frames shuffled, writes TensorBoard logs and a training-curve PNG, and pri
 line the path of a JSON summary with ``top1``, ``shuffled_top1``, ``chance`` (percent) and ``seconds``.
 """
 
-import os
-import sys
-
-if not __package__:
-    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
-
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path

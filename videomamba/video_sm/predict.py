@@ -20,17 +20,10 @@ is a regressor: its output is averaged over the views and printed as the predict
 ``<name>.windows.npy`` (windows as in the LVU data sets).
 """
 
-import os
-import sys
-
-if not __package__:
-    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
-
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 

@@ -1,6 +1,6 @@
 """Fine-tune, validate and multi-view test a VideoMamba video classifier (or regressor, ``--regression``).
 
-Usage (see README.md): ``python videomamba/video_sm/run_class_finetuning.py --model videomamba_tiny
+Usage (see README.md): ``python -m videomamba.video_sm.run_class_finetuning --model videomamba_tiny
 --data_path DIR --data_set Kinetics_sparse --nb_classes 400 --num_frames 8 ...``, the same under
 ``torchrun --nproc_per_node=N`` or ``srun``. Re-running a command resumes from
 ``<output_dir>/checkpoint-latest.pth``; a finished run re-run goes straight to the final test.
@@ -11,19 +11,11 @@ epoch (``--test_best`` first loads checkpoint-best.pth) every test view of every
 the views are merged per video and ``predictions.jsonl`` is written.
 """
 
-import os
-import sys
-
-if not __package__:
-    # Run as a script: drop this folder from sys.path so its files cannot shadow top-level packages,
-    # and make the repository importable without installation.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
-
 import argparse
 import copy
 import json
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any

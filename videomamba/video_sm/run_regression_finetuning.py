@@ -7,15 +7,6 @@ is trained with MSE against float labels, the best checkpoint is the lowest vali
 predictions of every view and window per video and reports the mean squared error.
 """
 
-import os
-import sys
-
-if not __package__:
-    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
-
 from videomamba.video_sm.run_class_finetuning import cli
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Masked video pretraining of VideoMamba aligned to a frozen CLIP teacher (UMT-style).
 
-Usage (see README.md): ``python videomamba/video_sm/run_videomamba_pretraining.py --model
+Usage (see README.md): ``python -m videomamba.video_sm.run_videomamba_pretraining --model
 videomamba_middle_pretrain --data_path train.csv --clip_teacher clip_b16 --clip_teacher_path
 vit_b16.pth --mask_type attention --mask_ratio 0.8 ...``; the same under torchrun or srun.
 Re-running a command resumes from ``<output_dir>/checkpoint-latest.pth``.
@@ -11,18 +11,10 @@ with the teacher's matching layers (``--clip_return_interval``) at the visible p
 checkpoints hold the student only (``model``), loadable by ``run_class_finetuning.py --finetune``.
 """
 
-import os
-import sys
-
-if not __package__:
-    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
-
 import argparse
 import copy
 import json
+import os
 from typing import Any
 
 import timm

@@ -5,20 +5,12 @@ Takes the chosen runner's flags plus the submission flags of `videomamba.core.su
 preemption the job is requeued and resumes from ``<output_dir>/checkpoint-latest.pth``.
 ``--cluster local`` (or ``debug``) runs the job on this machine with submitit's local executor.
 
-    python videomamba/video_sm/run_with_submitit.py --nodes 2 --ngpus 8 --model videomamba_tiny ...
-    python videomamba/video_sm/run_with_submitit.py --task pretrain --model videomamba_middle_pretrain ...
+    python -m videomamba.video_sm.run_with_submitit --nodes 2 --ngpus 8 --model videomamba_tiny ...
+    python -m videomamba.video_sm.run_with_submitit --task pretrain --model videomamba_middle_pretrain ...
 """
 
-import os
-import sys
-
-if not __package__:
-    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
-
 import argparse
+import sys
 from typing import Any
 
 from videomamba.core.submission import SubmititJob, add_submitit_arguments, submit

@@ -1,7 +1,7 @@
 """Models of the image task; importing this registers them in timm.
 
-- ``videomamba_tiny/small/middle/base``: the shared backbone as an image classifier;
-- ``videomamba_{tiny,small,middle,base}_distill``: self-distillation students/teachers;
+- ``videomamba_{size}`` for every size of ``VIDEOMAMBA_SIZES``: the shared backbone as an image classifier;
+- ``videomamba_{size}_distill``: self-distillation students/teachers;
 - DeiT baselines are timm's own ``deit_tiny/small/base_patch16_224`` (not re-registered here).
 """
 

@@ -1,7 +1,7 @@
 """Image-task VideoMamba models: self-distillation students (and teachers) for every size.
 
-The plain classifiers ``videomamba_tiny/small/middle/base`` are the shared backbone's registry
-entries (videomamba.core.backbone); this module adds ``videomamba_{size}_distill``:
+The plain classifiers ``videomamba_{size}`` (every size of ``VIDEOMAMBA_SIZES``) are the shared
+backbone's registry entries (videomamba.core.backbone); this module adds ``videomamba_{size}_distill``:
 
 - ``model_type="student"`` (default): a distillation head, RMSNorm + Linear(D -> teacher width),
   maps every final token (cls and patches) to the teacher's width;
@@ -17,11 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from timm.models import register_model
 from torch import Tensor, nn
 
 from mamba_ssm import RMSNorm
-from videomamba.core.backbone import VisionMamba, create_videomamba, init_linear_
+from videomamba.core.backbone import VisionMamba, create_videomamba, init_linear_, register_sized_models
 
 __all__ = ["VideoMambaDistill", "distill_features"]
 
@@ -58,31 +57,12 @@ def distill_features(model: nn.Module, x: Tensor) -> Tensor:
     return F.normalize(model.forward_features(x).float(), dim=-1)
 
 
-def _distill(size: str, pretrained: bool, **kwargs: Any) -> VideoMambaDistill:
+def _distill(size: str, pretrained: bool = False, **kwargs: Any) -> VideoMambaDistill:
     # Students released by the original carry no distill head in their image checkpoints; a
     # fresh head is then kept at init (the loader allows a missing distill_head).
     return create_videomamba(size, model_cls=VideoMambaDistill, pretrained=pretrained, **kwargs)
 
 
-@register_model
-def videomamba_tiny_distill(pretrained: bool = False, **kwargs: Any) -> VideoMambaDistill:
-    """VideoMamba-Ti with a self-distillation head (student) or feature output (teacher)."""
-    return _distill("tiny", pretrained, **kwargs)
-
-
-@register_model
-def videomamba_small_distill(pretrained: bool = False, **kwargs: Any) -> VideoMambaDistill:
-    """VideoMamba-S with a self-distillation head (student) or feature output (teacher)."""
-    return _distill("small", pretrained, **kwargs)
-
-
-@register_model
-def videomamba_middle_distill(pretrained: bool = False, **kwargs: Any) -> VideoMambaDistill:
-    """VideoMamba-M with a self-distillation head (student) or feature output (teacher)."""
-    return _distill("middle", pretrained, **kwargs)
-
-
-@register_model
-def videomamba_base_distill(pretrained: bool = False, **kwargs: Any) -> VideoMambaDistill:
-    """VideoMamba-B with a self-distillation head (student) or feature output (teacher)."""
-    return _distill("base", pretrained, **kwargs)
+register_sized_models(
+    "_distill", _distill, "self-distillation head (student, default) or feature output (model_type='teacher')."
+)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
+from videomamba.core.backbone import VIDEOMAMBA_SIZES, create_videomamba, model_size
 from videomamba.core.clip_teacher import build_clip_teacher, keep_out_of_state_dict, return_layers_from_interval
 from videomamba.core.masking import build_mask, gather_visible, prepend_cls_column
 
@@ -70,8 +71,16 @@ def _plain(node: Any) -> Any:
 
 
 def build_vision_encoder(vision_config: DictConfig) -> VideoTextVisionEncoder:
+    """The size named by ``name`` (``videomamba_middle``: a row of VIDEOMAMBA_SIZES); ``depth`` and
+    ``embed_dim``, when set (not None), override the size's."""
+    encoder_name = str(vision_config.get("name", ""))
+    size = model_size(encoder_name)
+    if size is None:
+        sizes = ", ".join(f"videomamba_{s}" for s in VIDEOMAMBA_SIZES)
+        raise ConfigError(f"model.vision_encoder.name {encoder_name!r} names no model size; use one of {sizes}")
     kwargs = {name: _plain(vision_config[name]) for name in VISION_ARGS if name in vision_config}
-    return VideoTextVisionEncoder(**kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if not (k in ("depth", "embed_dim") and v is None)}
+    return create_videomamba(size, model_cls=VideoTextVisionEncoder, **kwargs)
 
 
 def build_text_encoder(

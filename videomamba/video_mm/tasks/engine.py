@@ -87,7 +87,7 @@ def config_from_command_line(argv: list[str] | None, script: str) -> DictConfig:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(
-            f"usage: python videomamba/video_mm/tasks/{script} CONFIG [key value ...]\n"
+            f"usage: python -m videomamba.video_mm.tasks.{script.removesuffix('.py')} CONFIG [key value ...]\n"
             "  CONFIG: a Python/YAML/JSON config file (see videomamba/video_mm/README.md)\n"
             "  key value: dotted overrides of existing keys, e.g. output_dir runs/x optimizer.lr 1e-4"
         )

@@ -1,4 +1,4 @@
-"""Video-text pretraining: ``python videomamba/video_mm/tasks/pretrain.py CONFIG [key value ...]``.
+"""Video-text pretraining: ``python -m videomamba.video_mm.tasks.pretrain CONFIG [key value ...]``.
 
 The masked stage (CLIP teacher, attention-guided masks, UTA + VTC + VTM + MLM) and the unmasked
 stage (no teacher, no mask) are this script with different configs (``exp_pt/*``). Image and video
@@ -6,9 +6,6 @@ corpora are interleaved; every pair is its own positive. After each epoch the mo
 ``test_types`` (zero-shot retrieval) and checkpointed. Runs the same on one CPU process, under
 torchrun and under srun.
 """
-
-if not __package__:
-    import _script  # noqa: F401  (makes `videomamba` importable when run as a script)
 
 from typing import Any
 

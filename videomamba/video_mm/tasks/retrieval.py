@@ -1,15 +1,12 @@
 """Video-text retrieval: fine-tuning and (zero-shot) evaluation.
 
-``python videomamba/video_mm/tasks/retrieval.py CONFIG [key value ...]``. With ``evaluate True`` the
+``python -m videomamba.video_mm.tasks.retrieval CONFIG [key value ...]``. With ``evaluate True`` the
 model loaded from ``pretrained_path`` is only evaluated (zero-shot with a pretrained checkpoint):
 dual-encoder ranking, ITM re-ranking of the top ``evaluation.k_test`` candidates, R@1/5/10 both ways
 (T2V = ``img_r*``, V2T = ``txt_r*``), written to ``eval_res_latest.json``. Otherwise the model is
 fine-tuned with VTC + VTM on ``train_file`` (captions of one video share positives) and evaluated
 after every epoch; ``stop_key`` picks the best epoch.
 """
-
-if not __package__:
-    import _script  # noqa: F401  (makes `videomamba` importable when run as a script)
 
 from typing import Any
 

@@ -1,13 +1,10 @@
-"""Multiple-choice video-text evaluation (MSRVTT-MC): ``python videomamba/video_mm/tasks/retrieval_mc.py CONFIG ...``.
+"""Multiple-choice video-text evaluation (MSRVTT-MC): ``python -m videomamba.video_mm.tasks.retrieval_mc CONFIG ...``.
 
 Each question has a video and N candidate captions; the score of a caption is
 0.7 · softmax(ITM logits)[match] + 0.3 · softmax over the N candidates of (frame-mean similarity / temp),
 the answer is the best-scoring caption, and the metric is accuracy in percent. Per-question
 predictions go to ``<split>_predictions.json`` and the accuracies to ``eval_res_latest.json``.
 """
-
-if not __package__:
-    import _script  # noqa: F401  (makes `videomamba` importable when run as a script)
 
 import json
 from typing import Any

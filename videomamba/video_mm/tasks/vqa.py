@@ -1,4 +1,4 @@
-"""Generative video question answering: ``python videomamba/video_mm/tasks/vqa.py CONFIG [key value ...]``.
+"""Generative video question answering: ``python -m videomamba.video_mm.tasks.vqa CONFIG [key value ...]``.
 
 The VideoMamba encoder and the BERT text encoder fuse the question with the video; a causal BERT
 decoder (initialised from the top layers of the text encoder) is trained with teacher forcing to
@@ -7,9 +7,6 @@ ranked from the answer list (``answer_mode rank``: the first token short-lists `
 candidates, the full likelihood decides) or decoded greedily (``answer_mode generate``); the metric
 is VQA-style accuracy. Predictions go to ``<split>_predictions.json``.
 """
-
-if not __package__:
-    import _script  # noqa: F401  (makes `videomamba` importable when run as a script)
 
 import json
 from typing import Any

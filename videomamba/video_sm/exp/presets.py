@@ -23,10 +23,11 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from videomamba.core.backbone import VIDEOMAMBA_SIZES, model_size
+
 __all__ = ["RECIPES", "Recipe", "recipe_flags", "render", "write_all"]
 
 EXP_DIR = Path(__file__).resolve().parent
-SIZE_TAGS = {"tiny": "t16", "small": "s16", "middle": "m16"}
 TINY_AA = "rand-m5-n2-mstd0.25-inc1"
 # data set -> (--data_set, --nb_classes, --split, default data folder, test views seg x crop)
 DATASETS = {
@@ -64,12 +65,13 @@ class Recipe:
     entry: str = "run_class_finetuning.py"
 
 
-def _size(model: str) -> str:
-    return model.removeprefix("videomamba_").removesuffix("_pretrain")
+def _tag(size: str) -> str:
+    """The released-file tag of a size (``t16``)."""
+    return VIDEOMAMBA_SIZES[size]["file_tag"]
 
 
 def _in1k(model: str) -> str:
-    return f"videomamba_{SIZE_TAGS[_size(model)]}_in1k_res224.pth"
+    return f"videomamba_{_tag(model_size(model))}_in1k_res224.pth"
 
 
 def _short_video_recipes() -> list[Recipe]:
@@ -115,7 +117,7 @@ def _short_video_recipes() -> list[Recipe]:
         ("middle", "ssv2"): (10, 2, 16, 6, 0.8),
     }
     for (size, data), (epochs, warmup, gpus, batch, drop_path) in hires.items():
-        model, tag = f"videomamba_{size}", SIZE_TAGS[size]
+        model, tag = f"videomamba_{size}", _tag(size)
         frames, res = (64, 384) if data == "k400" else (16, 288)
         rows.append(
             Recipe(
@@ -198,7 +200,7 @@ def _long_video_recipes() -> list[Recipe]:
     for data in ("breakfast", "coin"):
         for size, (epochs_b, epochs_c, gpus, batch32, drop_path, wd, layer_decay) in settings.items():
             base = size.removesuffix("_mask")
-            model, tag = f"videomamba_{base}", SIZE_TAGS[base]
+            model, tag = f"videomamba_{base}", _tag(base)
             for frames in (32, 64):
                 mask = "_mask_ft" if size == "middle_mask" else ""
                 # Tiny at 64 frames ran on 16 GPUs with half the per-GPU batch.
@@ -466,7 +468,8 @@ def render(recipe: Recipe) -> str:
         current = f"{current} {flag}".strip()
     lines.append(current)
     body = "".join(f"    {line} \\\n" for line in lines)
-    return text + f'\nvideomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/{recipe.entry}" \\\n{body}    "$@"\n'
+    module = f"videomamba.video_sm.{Path(recipe.entry).stem}"
+    return text + f'\nvideomamba_launch {module} \\\n{body}    "$@"\n'
 
 
 def write_all(check: bool = False) -> list[Path]:

@@ -32,7 +32,7 @@ FINETUNE="${FINETUNE-}"
 # cls token reads little more than the first patches; 2 blocks of width 64 train fast on a CPU.
 MODEL_KWARGS="${MODEL_KWARGS:-{\"depth\": 2, \"embed_dim\": 64, \"patch_size\": 4, \"global_pool\": \"avg\"\}}"
 
-videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/image_sm/main.py" \
+videomamba_launch videomamba.image_sm.main \
     --model videomamba_tiny \
     --model-kwargs "$MODEL_KWARGS" \
     --data-set IMNET \

@@ -35,7 +35,7 @@ META_FILE_TRAIN="${META_FILE_TRAIN-$IMAGENET_ROOT/meta/train.txt}"
 ROOT_DIR_VAL="${ROOT_DIR_VAL-$IMAGENET_ROOT/val}"
 META_FILE_VAL="${META_FILE_VAL-$IMAGENET_ROOT/meta/val.txt}"
 
-videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/image_sm/main.py" \
+videomamba_launch videomamba.image_sm.main \
     --model videomamba_small \
     ${DATA_SET:+--data-set "$DATA_SET"} \
     ${ROOT_DIR_TRAIN:+--root_dir_train "$ROOT_DIR_TRAIN"} \

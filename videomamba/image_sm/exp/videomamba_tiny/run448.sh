@@ -36,7 +36,7 @@ ROOT_DIR_VAL="${ROOT_DIR_VAL-$IMAGENET_ROOT/val}"
 META_FILE_VAL="${META_FILE_VAL-$IMAGENET_ROOT/meta/val.txt}"
 FINETUNE="${FINETUNE-$CHECKPOINTS/videomamba_t16_in1k_res224.pth}"
 
-videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/image_sm/main.py" \
+videomamba_launch videomamba.image_sm.main \
     --model videomamba_tiny \
     ${FINETUNE:+--finetune "$FINETUNE"} \
     ${DATA_SET:+--data-set "$DATA_SET"} \

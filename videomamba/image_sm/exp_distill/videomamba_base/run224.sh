@@ -36,7 +36,7 @@ ROOT_DIR_VAL="${ROOT_DIR_VAL-$IMAGENET_ROOT/val}"
 META_FILE_VAL="${META_FILE_VAL-$IMAGENET_ROOT/meta/val.txt}"
 TEACHER_CHECKPOINT="${TEACHER_CHECKPOINT-$CHECKPOINTS/videomamba_s16_in1k_res224.pth}"
 
-videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/image_sm/main_distill.py" \
+videomamba_launch videomamba.image_sm.main_distill \
     --model videomamba_base \
     --teacher_model videomamba_small \
     --teacher_embed_dim 384 \

@@ -19,7 +19,7 @@
 set -euo pipefail
 
 for root in "${VIDEOMAMBA_ROOT:-}" "$(dirname "${BASH_SOURCE[0]}")/../../../.." "${SLURM_SUBMIT_DIR:-.}"; do
-    if [[ -n "$root" && -f "$root/videomamba/video_mm/launch.sh" ]]; then source "$root/videomamba/video_mm/launch.sh"; break; fi
+    if [[ -n "$root" && -f "$root/videomamba/tools/launch.sh" ]]; then source "$root/videomamba/tools/launch.sh"; break; fi
 done
 declare -F video_mm_launch >/dev/null || { echo "run from the repository root or set VIDEOMAMBA_ROOT" >&2; exit 1; }
 

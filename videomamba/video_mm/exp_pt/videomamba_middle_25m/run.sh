@@ -10,13 +10,13 @@
 # ../videomamba_middle_25m_unmasked (released result: videomamba_m16_25M_f8_res224.pth).
 #
 # sbatch runs one process per GPU through srun; plain bash runs GPUS processes with torchrun
-# (GPUS=1: one process). Environment: DATA_DIR, MODEL_DIR, OUTPUT_DIR, GPUS, PYTHON (see ../../launch.sh).
+# (GPUS=1: one process). Environment: DATA_DIR, MODEL_DIR, OUTPUT_DIR, GPUS, PYTHON (see videomamba/tools/launch.sh).
 # `key value` config overrides after the script name win, e.g.
 #   GPUS=1 bash videomamba/video_mm/exp_pt/videomamba_middle_25m/run.sh device cpu fp16 False bf16 False
 set -euo pipefail
 
 for root in "${VIDEOMAMBA_ROOT:-}" "$(dirname "${BASH_SOURCE[0]}")/../../../.." "${SLURM_SUBMIT_DIR:-.}"; do
-    if [[ -n "$root" && -f "$root/videomamba/video_mm/launch.sh" ]]; then source "$root/videomamba/video_mm/launch.sh"; break; fi
+    if [[ -n "$root" && -f "$root/videomamba/tools/launch.sh" ]]; then source "$root/videomamba/tools/launch.sh"; break; fi
 done
 declare -F video_mm_launch >/dev/null || { echo "run from the repository root or set VIDEOMAMBA_ROOT" >&2; exit 1; }
 

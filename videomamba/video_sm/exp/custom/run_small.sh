@@ -36,7 +36,7 @@ FINETUNE="${FINETUNE-}"
 # than the first patches; 2 blocks of width 64 train fast on a CPU.
 MODEL_KWARGS="${MODEL_KWARGS:-{\"depth\": 2, \"embed_dim\": 64, \"patch_size\": 8, \"global_pool\": \"avg\"\}}"
 
-videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/run_class_finetuning.py" \
+videomamba_launch videomamba.video_sm.run_class_finetuning \
     --model videomamba_tiny \
     --model_kwargs "$MODEL_KWARGS" \
     --data_path "$DATA_PATH" \

@@ -35,7 +35,7 @@ NB_CLASSES="${NB_CLASSES-10}"
 SPLIT="${SPLIT-,}"
 FINETUNE="${FINETUNE-$CHECKPOINTS/videomamba_m16_k400_f64_res224.pth}"
 
-videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/run_class_finetuning.py" \
+videomamba_launch videomamba.video_sm.run_class_finetuning \
     --model videomamba_middle \
     --data_path "$DATA_PATH" \
     ${PREFIX:+--prefix "$PREFIX"} \

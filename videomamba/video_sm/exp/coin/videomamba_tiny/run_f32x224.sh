@@ -35,7 +35,7 @@ NB_CLASSES="${NB_CLASSES-180}"
 SPLIT="${SPLIT-,}"
 FINETUNE="${FINETUNE-$CHECKPOINTS/videomamba_t16_k400_f32_res224.pth}"
 
-videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/run_class_finetuning.py" \
+videomamba_launch videomamba.video_sm.run_class_finetuning \
     --model videomamba_tiny \
     --data_path "$DATA_PATH" \
     ${PREFIX:+--prefix "$PREFIX"} \

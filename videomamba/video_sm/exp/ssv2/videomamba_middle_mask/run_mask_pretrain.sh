@@ -33,7 +33,7 @@ export GPUS="${GPUS:-32}"
 SPLIT="${SPLIT-,}"
 CLIP_TEACHER_PATH="${CLIP_TEACHER_PATH-$CHECKPOINTS/clip_visual_encoder/vit_b16.pth}"
 
-videomamba_launch "$VIDEOMAMBA_ROOT/videomamba/video_sm/run_videomamba_pretraining.py" \
+videomamba_launch videomamba.video_sm.run_videomamba_pretraining \
     --model videomamba_middle_pretrain \
     --data_path "$DATA_PATH/train.csv" \
     ${SPLIT:+--split "$SPLIT"} \

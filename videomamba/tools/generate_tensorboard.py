@@ -1,24 +1,15 @@
-"""Rebuild TensorBoard event files from the ``log.txt`` of any run (training or self-distillation).
+"""Rebuild TensorBoard event files from the ``log.txt`` of any run (any task; the lifecycle's log).
 
 Usage:
-    python videomamba/image_sm/generate_tensorboard.py [PATH ...] [--out DIR]
+    python -m videomamba.tools.generate_tensorboard [PATH ...] [--out DIR]
 
-Each PATH is a log.txt or a folder searched recursively for log.txt files; without PATH the
-``exp/`` and ``exp_distill/`` folders beside this script are searched, as in the original. The
+Each PATH is a log.txt or a folder searched recursively for log.txt files; without PATH every
+task's experiment folders (``videomamba/*/exp*/``) are searched, as the original did for image_sm's. The
 events of ``<run>/log.txt`` go to ``<run>/events/`` (old event files there are replaced), or
 under ``--out`` in a sub-folder named after the run. Every numeric field of the JSON lines
 becomes a scalar against its epoch, with the tag names the live TensorBoard writer uses
 (train_loss, train_lr, test_acc1, ..., train_loss_distill for distillation runs).
 """
-
-import os
-import sys
-
-if not __package__:
-    # Run as a script: keep this folder's files from shadowing packages; make the repo importable.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(_here)))
 
 import argparse
 from pathlib import Path
@@ -53,11 +44,11 @@ def rebuild(log_path: Path, out_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rebuild TensorBoard events from log.txt files")
-    parser.add_argument("paths", nargs="*", type=Path, help="log.txt files or folders (default: exp/, exp_distill/)")
+    parser.add_argument("paths", nargs="*", type=Path, help="log.txt files or folders (default: videomamba/*/exp*/)")
     parser.add_argument("--out", type=Path, default=None, help="write events under this folder instead")
     args = parser.parse_args(argv)
-    here = Path(__file__).resolve().parent
-    paths = args.paths or [p for p in (here / "exp", here / "exp_distill") if p.is_dir()]
+    package = Path(__file__).resolve().parents[1]
+    paths = args.paths or sorted(p for p in package.glob("*/exp*") if p.is_dir())
     logs = find_logs(paths)
     if not logs:
         print("no log.txt found in " + ", ".join(str(p) for p in paths))
