@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -352,10 +353,19 @@ def test_bidirectional_mamba_fast_path(kernel, seqlen):
 def test_bf16_autocast_training_step(gpu):
     """A few optimiser steps of a small stack of VideoMamba blocks under bf16 autocast, all on the
     CUDA kernels: finite loss and gradients, and the loss goes down."""
-    from mamba_ssm import create_block
+    from mamba_ssm import Block, Mamba, RMSNorm
 
     torch.manual_seed(0)
-    blocks = torch.nn.ModuleList([create_block(64, layer_idx=i, device="cuda") for i in range(4)])
+    blocks = torch.nn.ModuleList(
+        Block(
+            64,
+            partial(Mamba, layer_idx=i, device="cuda"),
+            norm_cls=partial(RMSNorm, device="cuda"),
+            fused_add_norm=True,
+            residual_in_fp32=True,
+        )
+        for i in range(4)
+    )
     head = torch.nn.Linear(64, 64, device="cuda")
     opt = torch.optim.AdamW([*blocks.parameters(), *head.parameters()], lr=1e-3)
     x = torch.randn(4, 197, 64, device="cuda")
