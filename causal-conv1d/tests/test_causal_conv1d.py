@@ -245,7 +245,7 @@ def _fake_dispatcher(probe, triton=True):
     """A Dispatcher whose cuda (built for 8.0;9.0+PTX) and triton modules are stand-ins."""
     from types import SimpleNamespace
 
-    from causal_conv1d.dispatch import Dispatcher
+    from causal_conv1d.kernel_infra import Dispatcher
 
     d = Dispatcher("fakepkg", "FAKEPKG_BACKEND", {"cuda": "x", "triton": "y"}, cuda_probe=probe)
     d._modules = {
@@ -259,7 +259,7 @@ def _fake_dispatcher(probe, triton=True):
 def test_cuda_without_code_for_the_gpu_falls_back_once(monkeypatch):
     """A "no kernel image" error at the first launch on a GPU: one warning naming the GPU and the
     built archs, then triton (or ref) on that GPU from then on; forcing cuda there is an error."""
-    from causal_conv1d import dispatch
+    from causal_conv1d.kernel_infra import dispatch
 
     calls = []
 
@@ -315,8 +315,8 @@ def test_describe_says_whether_a_gpu_is_visible(monkeypatch):
 
 
 def test_cuda_builds_carry_ptx_of_the_newest_arch():
-    from causal_conv1d.build import arch_define, arch_list_with_ptx
-    from causal_conv1d.dispatch import decode_built_archs
+    from causal_conv1d.kernel_infra.build import arch_define, arch_list_with_ptx
+    from causal_conv1d.kernel_infra.dispatch import decode_built_archs
 
     assert arch_list_with_ptx("8.0;9.0") == "8.0;9.0+PTX"
     assert arch_list_with_ptx("9.0 8.6") == "9.0+PTX;8.6"

@@ -17,7 +17,7 @@ from mamba_ssm import Block, InferenceParams, Mamba
 from mamba_ssm.ops import selective_scan_interface as ssi
 from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
 
-# Inventory §6.1/§6.2: per-block keys of the released checkpoints, in state-dict order, with
+# Per-block keys of the released VideoMamba checkpoints, in state-dict order, with
 # shapes as functions of D (d_model) and r = ceil(D / 16).
 RELEASED_BLOCK_KEYS = [
     ("mixer.A_log", lambda D, r: (2 * D, 16)),

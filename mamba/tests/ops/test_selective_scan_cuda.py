@@ -2,14 +2,14 @@
 
 Each test runs on two backends:
 - ``cuda``: the built kernels on a GPU (marker ``gpu``; skipped without one);
-- ``emulated``: the same CUDA sources compiled for the CPU emulator of causal-conv1d/tests/cuda_emu
+- ``emulated``: the same CUDA sources compiled for the CPU emulator of causal_conv1d.kernel_infra.testing
   (every CUDA thread a fiber, real barriers and shuffles), so that the kernels' indexing, chunking,
   masking and reductions are checked in CI without a GPU (marker ``slow``; CUDA_EMU_TESTS=0 skips).
 Tests that need GPU memory or speed (2^31 elements, 65,536+ channels, bf16 training, timings) run
 on ``cuda`` only.
 
 Tolerances. The ground truth is `selective_scan_ref` in float32 on the same (rounded) inputs.
-float32 inputs: upstream's tolerances (kernels_research §1.7): out rtol 6e-4 / atol 2e-3, du 2x,
+float32 inputs: the tolerances of upstream mamba's selective-scan tests: out rtol 6e-4 / atol 2e-3, du 2x,
 ddelta rtol 5x / atol 10x, dA atol 5x, dB/dC as out, dD/ddelta_bias as out (z is present).
 float16/bfloat16 inputs: either those upstream tolerances (fp16 3e-3/5e-3, bf16 3e-2/5e-2, same
 multipliers) hold, or the error is at most twice the error of the same computation done by
@@ -22,20 +22,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from causal_conv1d import dispatcher as conv_dispatcher
+from causal_conv1d.kernel_infra.testing.kernel_backends import backend_fixtures
 from mamba_ssm.ops.selective_scan_interface import dispatcher, selective_scan_fn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "causal-conv1d" / "tests"))
-from cuda_emu.kernel_backends import backend_fixtures  # noqa: E402
 
 DISPATCHERS = [dispatcher, conv_dispatcher]
 
