@@ -10,7 +10,7 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension
 
 try:
-    from causal_conv1d.build import kernel_extensions
+    from causal_conv1d.kernel_infra.build import kernel_extensions
 except ImportError as exc:
     raise SystemExit(
         "mamba_ssm builds with causal_conv1d's build rules: pip install --no-build-isolation -e causal-conv1d first"

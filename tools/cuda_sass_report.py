@@ -43,7 +43,7 @@ def _cuobjdump() -> str | None:
 def _compile_cmd(source: Path, cubin: Path, arch: str) -> list[str]:
     from torch.utils import cpp_extension
 
-    from causal_conv1d.build import cuda_toolkit_dirs, nvcc_flags
+    from causal_conv1d.kernel_infra.build import cuda_toolkit_dirs, nvcc_flags
 
     dirs = cpp_extension.include_paths("cuda") if cpp_extension.CUDA_HOME else cpp_extension.include_paths()
     dirs += cuda_toolkit_dirs(cpp_extension.CUDA_HOME)[0] + [sysconfig.get_paths()["include"]]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from causal_conv1d.dispatch import Dispatcher
+from causal_conv1d.kernel_infra import Dispatcher
 
 
 def _probe_cuda(module, device: torch.device) -> None:

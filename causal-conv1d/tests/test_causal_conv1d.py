@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update, dispatcher
 
 LOW_PRECISION_RTOL = {torch.bfloat16: 2**-7, torch.float16: 2**-10}
+LOW_PRECISION = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 
 
 def _close(actual, expected, rtol, name):
@@ -67,9 +68,9 @@ def test_fp32_matches_reference(backend, width, seqlen, reverse, activation):
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("weight_dtype", [torch.float32, "same"])
-@pytest.mark.parametrize("reverse", [False, True])
+@LOW_PRECISION
+@pytest.mark.parametrize("weight_dtype", [torch.float32, "same"], ids=["fp32", "same"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["causal", "reverse"])
 def test_low_precision_matches_reference(backend, dtype, weight_dtype, reverse):
     weight_dtype = dtype if weight_dtype == "same" else weight_dtype
     x, weight, bias = _inputs(2, 8, 77, 4, dtype, True, weight_dtype)
@@ -86,12 +87,8 @@ def test_low_precision_matches_reference(backend, dtype, weight_dtype, reverse):
 ISA_LEVELS = ["default", "avx2", "avx512"]
 
 
-@pytest.mark.skipif(not dispatcher.available()["cpu"], reason="the CPU kernel is not built")
-@pytest.mark.parametrize("isa", ISA_LEVELS[::-1])
-def test_every_instruction_set(isa, monkeypatch):
-    """Each compiled variant of the CPU kernel (AVX-512, AVX2, baseline), forced through
-    CAUSAL_CONV1D_CPU_ISA, matches the reference: every width, both directions, with and without
-    SiLU, each dtype, sequences shorter than a vector and with ragged tails."""
+def _force_isa(isa: str, monkeypatch) -> None:
+    """Run the CPU kernel's `isa` variant (CAUSAL_CONV1D_CPU_ISA); skip where this CPU lacks it."""
     kernels = dispatcher.kernels("cpu")
     monkeypatch.delenv("CAUSAL_CONV1D_CPU_ISA", raising=False)
     best = kernels.isa()
@@ -99,49 +96,61 @@ def test_every_instruction_set(isa, monkeypatch):
         pytest.skip(f"this CPU runs at most {best}")
     monkeypatch.setenv("CAUSAL_CONV1D_CPU_ISA", isa)
     assert kernels.isa() == isa
-    for seqlen in (1, 3, 9, 16, 17, 40, 131):
-        for width in (2, 3, 4):
-            for reverse in (False, True):
-                for activation in (None, "silu"):
-                    x, weight, bias = _inputs(3, 5, seqlen, width, torch.float32, seqlen % 2 == 1, seed=seqlen)
-                    out, grads = _fwd_bwd(x, weight, bias, activation, reverse, "cpu")
-                    ref_out, ref_grads = _fwd_bwd(x, weight, bias, activation, reverse, "ref")
-                    _close(out, ref_out, 1e-5, "out")
-                    for name, grad, ref in zip(("dx", "dweight", "dbias"), grads, ref_grads, strict=False):
-                        _close(grad, ref, 1e-5 if name == "dx" else 1e-4, name)
-    for dtype in (torch.bfloat16, torch.float16):
-        for weight_dtype in (torch.float32, dtype):
-            for reverse in (False, True):
-                x, weight, bias = _inputs(2, 8, 77, 4, dtype, True, weight_dtype)
-                out, grads = _fwd_bwd(x, weight, bias, "silu", reverse, "cpu")
-                ref_out, ref_grads = _fwd_bwd(x, weight, bias, "silu", reverse, "ref")
-                _close(out, ref_out, LOW_PRECISION_RTOL[dtype], "out")
-                _close(grads[0], ref_grads[0], LOW_PRECISION_RTOL[dtype], "dx")
-                rtol = LOW_PRECISION_RTOL[dtype] if weight_dtype != torch.float32 else 1e-4
-                for name, grad, ref in zip(("dweight", "dbias"), grads[1:], ref_grads[1:], strict=True):
-                    _close(grad, ref, rtol, name)
+
+
+# Each compiled variant of the CPU kernel (AVX-512, AVX2, baseline) against the reference: every
+# width, both directions, with and without SiLU, each dtype, sequences shorter than a vector and
+# with ragged tails.
+@pytest.mark.skipif(not dispatcher.available()["cpu"], reason="the CPU kernel is not built")
+@pytest.mark.parametrize("isa", ISA_LEVELS[::-1])
+@pytest.mark.parametrize("seqlen", [1, 3, 9, 16, 17, 40, 131])
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("reverse", [False, True], ids=["causal", "reverse"])
+@pytest.mark.parametrize("activation", [None, "silu"], ids=["linear", "silu"])
+def test_every_instruction_set_fp32(isa, seqlen, width, reverse, activation, monkeypatch):
+    _force_isa(isa, monkeypatch)
+    x, weight, bias = _inputs(3, 5, seqlen, width, torch.float32, seqlen % 2 == 1, seed=seqlen)
+    out, grads = _fwd_bwd(x, weight, bias, activation, reverse, "cpu")
+    ref_out, ref_grads = _fwd_bwd(x, weight, bias, activation, reverse, "ref")
+    _close(out, ref_out, 1e-5, "out")
+    for name, grad, ref in zip(("dx", "dweight", "dbias"), grads, ref_grads, strict=False):
+        _close(grad, ref, 1e-5 if name == "dx" else 1e-4, name)
 
 
 @pytest.mark.skipif(not dispatcher.available()["cpu"], reason="the CPU kernel is not built")
 @pytest.mark.parametrize("isa", ISA_LEVELS[::-1])
-def test_silu_saturates_like_the_reference(isa, monkeypatch):
+@LOW_PRECISION
+@pytest.mark.parametrize("weight_dtype", ["fp32", "same"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["causal", "reverse"])
+def test_every_instruction_set_low_precision(isa, dtype, weight_dtype, reverse, monkeypatch):
+    _force_isa(isa, monkeypatch)
+    weight_dtype = torch.float32 if weight_dtype == "fp32" else dtype
+    x, weight, bias = _inputs(2, 8, 77, 4, dtype, True, weight_dtype)
+    out, grads = _fwd_bwd(x, weight, bias, "silu", reverse, "cpu")
+    ref_out, ref_grads = _fwd_bwd(x, weight, bias, "silu", reverse, "ref")
+    _close(out, ref_out, LOW_PRECISION_RTOL[dtype], "out")
+    _close(grads[0], ref_grads[0], LOW_PRECISION_RTOL[dtype], "dx")
+    rtol = LOW_PRECISION_RTOL[dtype] if weight_dtype != torch.float32 else 1e-4
+    for name, grad, ref in zip(("dweight", "dbias"), grads[1:], ref_grads[1:], strict=True):
+        _close(grad, ref, rtol, name)
+
+
+@pytest.mark.skipif(not dispatcher.available()["cpu"], reason="the CPU kernel is not built")
+@pytest.mark.parametrize("isa", ISA_LEVELS[::-1])
+@pytest.mark.parametrize("reverse", [False, True], ids=["causal", "reverse"])
+def test_silu_saturates_like_the_reference(isa, reverse, monkeypatch):
     """Pre-activations far into both tails of SiLU (where exp under/overflows), and NaN."""
-    kernels = dispatcher.kernels("cpu")
-    monkeypatch.delenv("CAUSAL_CONV1D_CPU_ISA", raising=False)
-    if ISA_LEVELS.index(isa) > ISA_LEVELS.index(kernels.isa()):
-        pytest.skip(f"this CPU runs at most {kernels.isa()}")
-    monkeypatch.setenv("CAUSAL_CONV1D_CPU_ISA", isa)
+    _force_isa(isa, monkeypatch)
     values = torch.tensor([-1e30, -1e4, -200.0, -90.0, -87.0, -20.0, -1.0, 0.0, 1.0, 20.0, 90.0, 200.0, 1e4, 1e30])
     x = values.repeat(2, 3, 3).requires_grad_()  # (2, 3, 42)
     weight = torch.zeros(3, 4)
     weight[:, -1] = 1.0  # the identity conv, causal or not: out = silu(x)
     weight.requires_grad_()
     s = torch.sigmoid(x.detach())
-    for reverse in (False, True):
-        out, (dx, _) = _fwd_bwd(x, weight, None, "silu", reverse, "cpu", seed=None)
-        # (atol: e^90 overflows float32, so silu(-90) comes out as -0 here; it is -7.4e-38)
-        torch.testing.assert_close(out, F.silu(x.detach()), rtol=1e-6, atol=1e-30)
-        torch.testing.assert_close(dx, s * (1 + x.detach() * (1 - s)), rtol=1e-6, atol=1e-30)
+    out, (dx, _) = _fwd_bwd(x, weight, None, "silu", reverse, "cpu", seed=None)
+    # (atol: e^90 overflows float32, so silu(-90) comes out as -0 here; it is -7.4e-38)
+    torch.testing.assert_close(out, F.silu(x.detach()), rtol=1e-6, atol=1e-30)
+    torch.testing.assert_close(dx, s * (1 + x.detach() * (1 - s)), rtol=1e-6, atol=1e-30)
     nan = torch.full((1, 1, 20), float("nan"))
     with dispatcher.force("cpu"):
         assert torch.isnan(causal_conv1d_fn(nan, torch.ones(1, 4), None, "silu")).all()
@@ -245,7 +254,7 @@ def _fake_dispatcher(probe, triton=True):
     """A Dispatcher whose cuda (built for 8.0;9.0+PTX) and triton modules are stand-ins."""
     from types import SimpleNamespace
 
-    from causal_conv1d.dispatch import Dispatcher
+    from causal_conv1d.kernel_infra import Dispatcher
 
     d = Dispatcher("fakepkg", "FAKEPKG_BACKEND", {"cuda": "x", "triton": "y"}, cuda_probe=probe)
     d._modules = {
@@ -259,7 +268,7 @@ def _fake_dispatcher(probe, triton=True):
 def test_cuda_without_code_for_the_gpu_falls_back_once(monkeypatch):
     """A "no kernel image" error at the first launch on a GPU: one warning naming the GPU and the
     built archs, then triton (or ref) on that GPU from then on; forcing cuda there is an error."""
-    from causal_conv1d import dispatch
+    from causal_conv1d.kernel_infra import dispatch
 
     calls = []
 
@@ -315,8 +324,8 @@ def test_describe_says_whether_a_gpu_is_visible(monkeypatch):
 
 
 def test_cuda_builds_carry_ptx_of_the_newest_arch():
-    from causal_conv1d.build import arch_define, arch_list_with_ptx
-    from causal_conv1d.dispatch import decode_built_archs
+    from causal_conv1d.kernel_infra.build import arch_define, arch_list_with_ptx
+    from causal_conv1d.kernel_infra.dispatch import decode_built_archs
 
     assert arch_list_with_ptx("8.0;9.0") == "8.0;9.0+PTX"
     assert arch_list_with_ptx("9.0 8.6") == "9.0+PTX;8.6"

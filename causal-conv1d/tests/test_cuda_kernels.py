@@ -2,13 +2,13 @@
 
 Each test runs on two backends:
 - ``cuda``: the built kernels on a GPU (marker ``gpu``; skipped without one);
-- ``emulated``: the same CUDA sources compiled for the CPU emulator in tests/cuda_emu (every CUDA
+- ``emulated``: the same CUDA sources compiled for the CPU emulator (causal_conv1d.kernel_infra.testing; every CUDA
   thread a fiber, real barriers and shuffles), which checks the kernels' logic in CI without a GPU
   (marker ``slow``; CUDA_EMU_TESTS=0 skips).
 Tests that need GPU memory (2^31 elements, 65,536+ channels) run on ``cuda`` only.
 
 Tolerances. Ground truth: `causal_conv1d_ref` (F.conv1d in float32 on the same rounded inputs).
-Upstream's tolerances (kernels_research §3.5) are the floor: x float32 rtol 3e-4 / atol 1e-3,
+The tolerances of upstream causal-conv1d's tests are the floor: x float32 rtol 3e-4 / atol 1e-3,
 float16 3e-3 / 5e-3, bfloat16 1e-2 / 5e-2 on out and dx; 1e-3 / 1e-3 on dweight and dbias (float32
 sums). For 16-bit inputs it is also enough that the error is at most twice that of F.conv1d run in
 the input dtype, plus atol: max|kernel - ref32| <= 2 * max|torch_in_dtype - ref32| + atol.
@@ -16,17 +16,12 @@ the input dtype, plus atol: max|kernel - ref32| <= 2 * max|torch_in_dtype - ref3
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from causal_conv1d import causal_conv1d_fn, dispatcher
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cuda_emu.kernel_backends import backend_fixtures  # noqa: E402
+from causal_conv1d.kernel_infra.testing.kernel_backends import backend_fixtures
 
 DISPATCHERS = [dispatcher]
 UPSTREAM = {torch.float32: (3e-4, 1e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (1e-2, 5e-2)}

@@ -12,17 +12,13 @@ Tolerances (max abs error relative to the largest reference value, `scale`):
 On CUDA the reference runs in float64 (F.conv1d in float32 could use TF32).
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, dispatcher
 from causal_conv1d import triton_kernels as tk
-from causal_conv1d.dispatch import triton_interpreted
+from causal_conv1d.kernel_infra import triton_interpreted
+from causal_conv1d.kernel_infra.testing.triton_compile import compile_for_sm90
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -160,51 +156,6 @@ def test_backward_is_deterministic():
         runs.append(grads)
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
-
-
-# Compiles kernels for an H100 (sm_90) with Triton's own ptxas, no GPU needed. Run in a subprocess
-# because TRITON_INTERPRET=1 (set for this process) turns every @triton.jit into an interpreted function.
-# Prints {kernel: "REG:.. STACK:.."} (registers per thread; STACK > 0 means spills). Exit status 3:
-# this Triton's compile API differs (the test skips); any other failure is a compile error.
-COMPILE_SCRIPT = r"""
-import json, os, subprocess, sys, tempfile
-try:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-except Exception as exc:
-    print(exc); sys.exit(3)
-module = __import__(sys.argv[1], fromlist=["_"])
-report = {}
-for name, ptrs, constexprs, warps in json.loads(sys.argv[2]):
-    fn = getattr(module, name)
-    sig = {a: "constexpr" if a in constexprs else ptrs.get(a, "i32") for a in fn.arg_names}
-    try:
-        src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
-    except TypeError as exc:
-        print(exc); sys.exit(3)
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    usage = "?"
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    if os.path.exists(tool):
-        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-            f.write(kernel.asm["cubin"])
-        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
-        os.unlink(f.name)
-        usage = " ".join(w for line in out.splitlines() if "REG:" in line for w in line.split()[:2])
-    report[name] = usage
-print(json.dumps(report))
-"""
-
-
-def compile_for_sm90(module: str, specs: list) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, module, json.dumps(specs)], env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
-    if run.returncode == 3:
-        pytest.skip(f"this Triton's compile API differs: {run.stdout.strip()}")
-    assert run.returncode == 0, run.stderr[-4000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(HAS_CUDA or tk.triton is None, reason="on a GPU the other tests compile the kernels")

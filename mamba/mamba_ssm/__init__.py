@@ -2,7 +2,7 @@
 
 __version__ = "1.1.0"
 
-from mamba_ssm.modules.mamba_simple import Block, InferenceParams, Mamba, create_block
+from mamba_ssm.modules.mamba_simple import Block, InferenceParams, Mamba
 from mamba_ssm.ops.selective_scan_interface import (
     bimamba_inner_fn,
     dispatcher,
@@ -18,7 +18,6 @@ __all__ = [
     "Mamba",
     "RMSNorm",
     "bimamba_inner_fn",
-    "create_block",
     "dispatcher",
     "layer_norm_fn",
     "mamba_inner_fn",

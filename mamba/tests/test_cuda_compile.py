@@ -2,7 +2,7 @@
 
 - each ``csrc/cuda/*.cu`` file of causal-conv1d and mamba: ``nvcc -c`` for one architecture
   (sm_90, to keep it quick) with the flags the build uses (torch's BuildExtension nvcc flags, the
-  packages' `causal_conv1d.build.nvcc_flags()`, the extension defines), once as C++20 (what
+  packages' `causal_conv1d.kernel_infra.build.nvcc_flags()`, the extension defines), once as C++20 (what
   torch >= 2.10 builds with) and once as C++17 (older torch);
 - each ``csrc/cuda/*.cpp`` binding file: the host compiler with ``-fsyntax-only`` against torch's
   and the toolkit's headers, as C++20.
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from torch.utils import cpp_extension
 
-from causal_conv1d.build import cuda_toolkit_dirs, nvcc_flags
+from causal_conv1d.kernel_infra.build import cuda_toolkit_dirs, nvcc_flags
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = [REPO / "causal-conv1d" / "csrc" / "cuda", REPO / "mamba" / "csrc" / "cuda"]

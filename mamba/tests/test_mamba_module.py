@@ -1,7 +1,8 @@
-"""The Mamba mixer, Block and create_block: parameter layout, both scan directions on every path,
+"""The Mamba mixer and the residual Block: parameter layout, both scan directions on every path,
 backend independence, fused add-norm, initialisation and decoding."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -12,11 +13,11 @@ from torch import nn
 import mamba_ssm
 from causal_conv1d import causal_conv1d_ref
 from causal_conv1d import dispatcher as conv_dispatcher
-from mamba_ssm import InferenceParams, Mamba, create_block
+from mamba_ssm import Block, InferenceParams, Mamba
 from mamba_ssm.ops import selective_scan_interface as ssi
 from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
 
-# Inventory §6.1/§6.2: per-block keys of the released checkpoints, in state-dict order, with
+# Per-block keys of the released VideoMamba checkpoints, in state-dict order, with
 # shapes as functions of D (d_model) and r = ceil(D / 16).
 RELEASED_BLOCK_KEYS = [
     ("mixer.A_log", lambda D, r: (2 * D, 16)),
@@ -60,6 +61,17 @@ def _run(module, x, backend, check_backend=True):
     return out, dict(zip(names, grads, strict=True))
 
 
+def _block(dim: int, layer_idx: int = 0, fused_add_norm: bool = True) -> Block:
+    """A block as the VideoMamba backbone builds it: RMSNorm fused with the add, fp32 residual."""
+    return Block(
+        dim,
+        partial(Mamba, layer_idx=layer_idx),
+        norm_cls=partial(mamba_ssm.RMSNorm, eps=1e-5),
+        fused_add_norm=fused_add_norm,
+        residual_in_fp32=True,
+    )
+
+
 def _assert_same(a, b, rtol=1e-4):
     out_a, grads_a = a
     out_b, grads_b = b
@@ -75,13 +87,11 @@ def _assert_same(a, b, rtol=1e-4):
 
 @pytest.mark.parametrize("D", [192, 384, 576, 768])
 def test_block_state_dict_matches_released_checkpoints(D):
-    block = create_block(D, layer_idx=0)
+    block = _block(D)
     r = math.ceil(D / 16)
     got = [(k, tuple(v.shape)) for k, v in block.state_dict().items()]
     assert got == [(k, shape(D, r)) for k, shape in RELEASED_BLOCK_KEYS]
     assert block.mixer.A_log.dtype == torch.float32 and block.mixer.A_b_log.dtype == torch.float32
-    assert isinstance(block.norm, mamba_ssm.RMSNorm) and block.norm.eps == 1e-5
-    assert block.fused_add_norm and block.residual_in_fp32
 
 
 def test_no_weight_decay_and_dt_init_for_both_directions():
@@ -177,9 +187,9 @@ def test_fast_and_slow_paths_agree(bimamba):
 
 
 class _Stack(nn.Module):
-    def __init__(self, depth, dim, **block_kwargs):
+    def __init__(self, depth, dim, fused_add_norm=True):
         super().__init__()
-        self.layers = nn.ModuleList(create_block(dim, layer_idx=i, drop_path=0.0, **block_kwargs) for i in range(depth))
+        self.layers = nn.ModuleList(_block(dim, i, fused_add_norm) for i in range(depth))
         self.norm_f = mamba_ssm.RMSNorm(dim)
 
     def forward(self, x):
@@ -212,19 +222,6 @@ def test_fused_add_norm_equals_unfused_block():
     h, r = fused.layers[1](h, r)
     h2, r2 = plain.layers[1](h2, r2)
     torch.testing.assert_close((h, r), (h2, r2))
-
-
-def test_drop_path_drops_whole_samples():
-    block = create_block(8, drop_path=0.5)
-    block.train()
-    torch.manual_seed(3)
-    hidden, residual = torch.ones(64, 4, 8), torch.zeros(64, 4, 8)
-    added = block.drop_path(hidden) + residual
-    per_sample = added.flatten(1)
-    assert set(per_sample.unique().tolist()) <= {0.0, 2.0}
-    assert (per_sample == per_sample[:, :1]).all()  # a sample is kept or dropped as a whole
-    block.eval()
-    assert torch.equal(block.drop_path(hidden), hidden)
 
 
 def test_unidirectional_decoding_matches_forward():

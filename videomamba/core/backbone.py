@@ -8,7 +8,7 @@ One class serves images and videos (VideoMamba, https://arxiv.org/abs/2403.06977
   cls), tokens ``[cls, frame 0 patches, frame 1 patches, ...]`` (frame-major, raster order).
 
 The token sequence goes through ``depth`` pre-norm blocks (residual add -> RMSNorm ->
-bidirectional Mamba, from ``mamba_ssm.create_block``), a final norm ``norm_f`` and pooling: the cls
+bidirectional Mamba, from `create_block` below), a final norm ``norm_f`` and pooling: the cls
 token (``global_pool="token"``, as released) or the mean of the patch tokens (``"avg"``, no new
 parameters, so every checkpoint loads either way). Parameter names and shapes match the original
 release's checkpoints exactly.
@@ -27,16 +27,16 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from timm.layers import to_2tuple, trunc_normal_
+from timm.layers import DropPath, to_2tuple, trunc_normal_
 from timm.models import register_model
 from torch import Tensor, nn
 
-from mamba_ssm import RMSNorm, create_block, layer_norm_fn, rms_norm_fn
-from mamba_ssm.modules.mamba_simple import DropPath
+from mamba_ssm import Block, Mamba, RMSNorm, layer_norm_fn, rms_norm_fn
 from videomamba.core.cli import MissingFileError
 from videomamba.core.pretrained import CHECKPOINT_DIR_ENV
 
@@ -409,6 +409,34 @@ def init_linear_(module: nn.Linear) -> None:
     trunc_normal_(module.weight, std=0.02)
     if module.bias is not None:
         nn.init.zeros_(module.bias)
+
+
+def create_block(
+    d_model: int,
+    ssm_cfg: dict | None = None,
+    norm_epsilon: float = 1e-5,
+    drop_path: float = 0.0,
+    rms_norm: bool = True,
+    residual_in_fp32: bool = True,
+    fused_add_norm: bool = True,
+    layer_idx: int | None = None,
+    bimamba: bool = True,
+    device=None,
+    dtype=None,
+) -> Block:
+    """A VideoMamba block: RMSNorm (fused with the residual add) + bidirectional Mamba mixer, with
+    stochastic depth `drop_path` on the residual branch it adds."""
+    factory_kwargs = {"device": device, "dtype": dtype}
+    block = Block(
+        d_model,
+        partial(Mamba, layer_idx=layer_idx, bimamba=bimamba, **(ssm_cfg or {}), **factory_kwargs),
+        norm_cls=partial(RMSNorm if rms_norm else nn.LayerNorm, eps=norm_epsilon, **factory_kwargs),
+        fused_add_norm=fused_add_norm,
+        residual_in_fp32=residual_in_fp32,
+        drop_path=DropPath(drop_path) if drop_path > 0.0 else None,
+    )
+    block.layer_idx = layer_idx
+    return block
 
 
 # ----------------------------------------------------------------------------- registry

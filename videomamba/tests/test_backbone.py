@@ -9,8 +9,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
+import mamba_ssm
 import videomamba.image_sm.models  # noqa: F401  (registers the distillation variants)
-from videomamba.core.backbone import VisionMamba
+from videomamba.core.backbone import VisionMamba, create_block
 from videomamba.core.optim import param_groups
 from videomamba.image_sm.models import DEIT_BASELINES
 
@@ -139,11 +140,32 @@ def test_drop_path_schedule_drops_mixer_i_with_rate_i():
 
     # Block i applies its drop path to mixer i-1's output; the final DropPath handles the last mixer.
     def rate(module):
-        return 0.0 if isinstance(module, torch.nn.Identity) else module.p
+        return 0.0 if isinstance(module, torch.nn.Identity) else module.drop_prob
 
     applied = [rate(model.layers[i].drop_path) for i in range(1, 4)] + [rate(model.drop_path)]
     assert isinstance(model.layers[0].drop_path, torch.nn.Identity)  # block 0 has no incoming mixer output
     assert applied == pytest.approx(rates)
+
+
+def test_create_block_defaults_are_the_released_block():
+    block = create_block(64, layer_idx=3)
+    assert [k for k in block.state_dict()][-1] == "norm.weight"  # RMSNorm: no bias key
+    assert isinstance(block.norm, mamba_ssm.RMSNorm) and block.norm.eps == 1e-5
+    assert block.fused_add_norm and block.residual_in_fp32
+    assert block.mixer.bimamba and block.mixer.layer_idx == 3 and block.layer_idx == 3
+    assert isinstance(block.drop_path, torch.nn.Identity)
+
+
+def test_block_drop_path_drops_whole_samples():
+    block = create_block(8, drop_path=0.5)
+    block.train()
+    torch.manual_seed(3)
+    hidden = torch.ones(64, 4, 8)
+    per_sample = block.drop_path(hidden).flatten(1)
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and rescaled by 1 / (1 - p)
+    assert (per_sample == per_sample[:, :1]).all()  # a sample is kept or dropped as a whole
+    block.eval()
+    assert torch.equal(block.drop_path(hidden), hidden)
 
 
 def test_mamba_dt_init_is_kept_unless_the_original_init_is_requested():

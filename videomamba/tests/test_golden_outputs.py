@@ -22,7 +22,7 @@ from torch import Tensor
 
 import mamba_ssm
 from causal_conv1d import dispatcher as conv_dispatcher
-from causal_conv1d.dispatch import triton_interpreted
+from causal_conv1d.kernel_infra import triton_interpreted
 from mamba_ssm import Mamba
 from mamba_ssm.testing import fast_triton_interpreter
 from videomamba.core.backbone import VisionMamba, rename_legacy_model_kwargs

@@ -2,7 +2,7 @@
 // warp scans of (decay, value) pairs, softplus/sigmoid, and the launch macro.
 //
 // The same sources also compile as plain C++ against a CPU emulator of the CUDA execution model
-// (causal-conv1d/tests/cuda_emu/cuda_emu.h, selected with -DKERNEL_EMULATE), which the test-suite
+// (causal_conv1d/kernel_infra/testing/cuda_emu.h, selected with -DKERNEL_EMULATE), which the test-suite
 // uses to check the kernels' indexing and algebra on machines without a GPU. Only standard CUDA
 // constructs appear in the kernels; the few things the emulator must provide differently (dynamic
 // shared memory, the launch syntax) go through `dynamic_smem<T>()` and `KERNEL_LAUNCH`.

@@ -1,4 +1,7 @@
-"""The Mamba mixer (optionally bidirectional, as in VideoMamba), the pre-norm `Block`, and `create_block`.
+"""The Mamba mixer (optionally bidirectional, as in VideoMamba) and the pre-norm residual `Block`.
+
+Model policy (which norm, which rates, the defaults of a VideoMamba block) lives with the models:
+`videomamba.core.backbone.create_block` builds the blocks of the backbone from these two classes.
 
 Bidirectional mixer (``bimamba=True``): the backward direction has its own conv1d_b, x_proj_b,
 dt_proj_b, A_b_log and D_b, and shares in_proj (hence the gate z) and out_proj with the forward
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -262,29 +264,13 @@ class Mamba(nn.Module):
         return cache[self.layer_idx]
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: zero a sample's whole branch with probability p, rescaling the rest."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
 class Block(nn.Module):
     """Add -> Norm -> Mixer, returning (hidden_states, residual) for the next block.
 
     The first block receives residual=None and starts the residual stream from its input; later
-    blocks add drop_path(previous mixer output) to it. With fused_add_norm the add and the norm
-    run as one op (`rms_norm_fn`/`layer_norm_fn` with prenorm=True).
+    blocks add drop_path(previous mixer output) to it, where `drop_path` is any module the model
+    chooses (stochastic depth, e.g. timm's DropPath; identity when None). With fused_add_norm the
+    add and the norm run as one op (`rms_norm_fn`/`layer_norm_fn` with prenorm=True).
     """
 
     def __init__(
@@ -294,14 +280,14 @@ class Block(nn.Module):
         norm_cls=nn.LayerNorm,
         fused_add_norm: bool = False,
         residual_in_fp32: bool = False,
-        drop_path: float = 0.0,
+        drop_path: nn.Module | None = None,
     ):
         super().__init__()
         self.residual_in_fp32 = residual_in_fp32
         self.fused_add_norm = fused_add_norm
         self.mixer = mixer_cls(dim)
         self.norm = norm_cls(dim)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.drop_path = drop_path if drop_path is not None else nn.Identity()
         if fused_add_norm and not isinstance(self.norm, (nn.LayerNorm, RMSNorm)):
             raise TypeError("fused_add_norm needs an nn.LayerNorm or RMSNorm norm")
 
@@ -332,32 +318,3 @@ class Block(nn.Module):
 
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int, dtype=None, **kwargs):
         return self.mixer.allocate_inference_cache(batch_size, max_seqlen, dtype=dtype, **kwargs)
-
-
-def create_block(
-    d_model: int,
-    ssm_cfg: dict | None = None,
-    norm_epsilon: float = 1e-5,
-    drop_path: float = 0.0,
-    rms_norm: bool = True,
-    residual_in_fp32: bool = True,
-    fused_add_norm: bool = True,
-    layer_idx: int | None = None,
-    bimamba: bool = True,
-    device=None,
-    dtype=None,
-) -> Block:
-    """A VideoMamba block: RMSNorm (fused with the residual add) + bidirectional Mamba mixer."""
-    factory_kwargs = {"device": device, "dtype": dtype}
-    mixer_cls = partial(Mamba, layer_idx=layer_idx, bimamba=bimamba, **(ssm_cfg or {}), **factory_kwargs)
-    norm_cls = partial(RMSNorm if rms_norm else nn.LayerNorm, eps=norm_epsilon, **factory_kwargs)
-    block = Block(
-        d_model,
-        mixer_cls,
-        norm_cls=norm_cls,
-        fused_add_norm=fused_add_norm,
-        residual_in_fp32=residual_in_fp32,
-        drop_path=drop_path,
-    )
-    block.layer_idx = layer_idx
-    return block

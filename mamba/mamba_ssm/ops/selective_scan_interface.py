@@ -35,7 +35,7 @@ from torch import Tensor
 
 from causal_conv1d.causal_conv1d_interface import causal_conv1d_ref, conv_bwd, conv_fwd
 from causal_conv1d.causal_conv1d_interface import dispatcher as conv_dispatcher
-from causal_conv1d.dispatch import Dispatcher
+from causal_conv1d.kernel_infra import Dispatcher
 
 
 def _probe_cuda(module, device: torch.device) -> None:

@@ -16,15 +16,12 @@ Every test builds against the CPU emulator (marker ``slow``; CUDA_EMU_TESTS=0 sk
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "causal-conv1d" / "tests"))
-from cuda_emu import emu_build  # noqa: E402
-from cuda_emu.kernel_backends import Guard, emulated_module, mutated_module  # noqa: E402
+from causal_conv1d.kernel_infra.testing import emu_build
+from causal_conv1d.kernel_infra.testing.kernel_backends import Guard, emulated_module, mutated_module
 
 pytestmark = pytest.mark.slow
 

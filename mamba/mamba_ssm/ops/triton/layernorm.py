@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from causal_conv1d.dispatch import triton_interpreted
+from causal_conv1d.kernel_infra import triton_interpreted
 from mamba_ssm.ops.selective_scan_interface import dispatcher
 
 try:

@@ -10,7 +10,7 @@ gradients get 2^-5 relative to their scale.
 import pytest
 import torch
 
-from causal_conv1d.dispatch import triton_interpreted
+from causal_conv1d.kernel_infra import triton_interpreted
 from mamba_ssm.ops.triton import layernorm as ln
 from mamba_ssm.ops.triton.layernorm import RMSNorm, layer_norm_fn, layer_norm_ref, rms_norm_fn
 

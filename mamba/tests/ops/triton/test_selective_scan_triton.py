@@ -23,17 +23,13 @@ two interpreter routines with equivalents that apply the same combine function, 
 to whole slices along the scanned axis (`mamba_ssm.testing`; checked against the stock routines below).
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from einops import rearrange
 
 from causal_conv1d import dispatcher as conv_dispatcher
-from causal_conv1d.dispatch import triton_interpreted
+from causal_conv1d.kernel_infra import triton_interpreted
+from causal_conv1d.kernel_infra.testing.triton_compile import compile_for_sm90
 from mamba_ssm import Mamba
 from mamba_ssm.ops import ref_kernels
 from mamba_ssm.ops import selective_scan_interface as ssi
@@ -338,52 +334,6 @@ def test_mamba_mixer_through_triton(monkeypatch):
     for name in grads:
         assert grads[name] is not None, name
         _check_f32(f"d{name}", grads[name], ref_grads[name])
-
-
-# Same helper as in causal-conv1d/tests/test_triton_kernels.py.
-# Compiles kernels for an H100 (sm_90) with Triton's own ptxas, no GPU needed. Run in a subprocess
-# because TRITON_INTERPRET=1 (set for this process) turns every @triton.jit into an interpreted function.
-# Prints {kernel: "REG:.. STACK:.."} (registers per thread; STACK > 0 means spills). Exit status 3:
-# this Triton's compile API differs (the test skips); any other failure is a compile error.
-COMPILE_SCRIPT = r"""
-import json, os, subprocess, sys, tempfile
-try:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-except Exception as exc:
-    print(exc); sys.exit(3)
-module = __import__(sys.argv[1], fromlist=["_"])
-report = {}
-for name, ptrs, constexprs, warps in json.loads(sys.argv[2]):
-    fn = getattr(module, name)
-    sig = {a: "constexpr" if a in constexprs else ptrs.get(a, "i32") for a in fn.arg_names}
-    try:
-        src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
-    except TypeError as exc:
-        print(exc); sys.exit(3)
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    usage = "?"
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    if os.path.exists(tool):
-        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-            f.write(kernel.asm["cubin"])
-        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
-        os.unlink(f.name)
-        usage = " ".join(w for line in out.splitlines() if "REG:" in line for w in line.split()[:2])
-    report[name] = usage
-print(json.dumps(report))
-"""
-
-
-def compile_for_sm90(module: str, specs: list) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, module, json.dumps(specs)], env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
-    if run.returncode == 3:
-        pytest.skip(f"this Triton's compile API differs: {run.stdout.strip()}")
-    assert run.returncode == 0, run.stderr[-4000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(HAS_CUDA or tk.triton is None, reason="on a GPU the other tests compile the kernels")

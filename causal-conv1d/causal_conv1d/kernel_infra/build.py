@@ -1,11 +1,11 @@
-"""Build rules shared by the `causal_conv1d` and `mamba_ssm` setup scripts.
+"""Build rules shared by the `causal_conv1d` and `mamba_ssm` setup scripts (`causal_conv1d.kernel_infra.build`).
 
 The CPU extension is always built. The CUDA extension is built when a CUDA toolkit and a CUDA
 build of torch are both present, unless `<PREFIX>_SKIP_CUDA_BUILD=TRUE`; `<PREFIX>_FORCE_CUDA_BUILD=TRUE`
 builds it regardless (e.g. in a container without a GPU). One log line says what was built.
 Both packages' extensions get `include_dir()` on their include path: the headers the CPU kernels
 share (cpu_simd.h, cpu_isa.h), which ship inside the causal_conv1d package.
-This module is imported by setup.py only; it needs torch, never at run time.
+Imported by the setup scripts and the build tests, never at run time (kernel_extensions needs torch).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 def include_dir() -> str:
     """causal_conv1d/include: the C++ headers shared with mamba_ssm's kernels (package data, so an
-    installed causal_conv1d, editable or not, has them beside this file)."""
-    return str(Path(__file__).resolve().parent / "include")
+    installed causal_conv1d, editable or not, has them)."""
+    return str(Path(__file__).resolve().parents[1] / "include")
 
 
 def _flag(name: str) -> bool:

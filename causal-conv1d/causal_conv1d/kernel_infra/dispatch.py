@@ -1,9 +1,10 @@
-"""Backend selection for the kernel packages (`causal_conv1d`, and reused by `mamba_ssm`).
+"""Backend selection for the kernel packages (`causal_conv1d` and `mamba_ssm` each own one `Dispatcher`).
 
 Every op exists as a pure-PyTorch reference (``ref``) and, where built or importable, as a CPU C++
 kernel (``cpu``), a CUDA C++ kernel (``cuda``) and a Triton kernel (``triton``). A `Dispatcher`
 picks one per call from the tensor's device and what is available, can be forced with an
 environment variable, and remembers what ran, so a user can ask ``which backend did my model use?``.
+Which backends exist and which device types they serve is the table `PREFERENCE` below.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from types import ModuleType
 
 import torch
 
-BACKENDS = ("ref", "cpu", "cuda", "triton")
+# Device type -> the backends that run there, best first. ``ref`` runs everywhere and comes last;
+# ``triton`` also runs on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1), when forced.
+# A new backend is one entry here plus its module in each package's Dispatcher(modules=...).
+PREFERENCE: dict[str, tuple[str, ...]] = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}
+BACKENDS = ("ref", *dict.fromkeys(name for names in PREFERENCE.values() for name in names))
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -57,8 +62,10 @@ class Dispatcher:
         package: name used in messages (``"causal_conv1d"``).
         env_var: environment variable that forces a backend (``ref``/``cpu``/``cuda``/``triton``;
             empty or ``auto`` lets the dispatcher choose).
-        modules: backend name -> import path of the module that implements it. ``ref`` needs no
-            module: the reference lives beside each op.
+        modules: backend name -> import path of the module that implements it. Every module has
+            the same functions (the package's kernel contract: ``fwd``, ``bwd``, ...); the ``ref``
+            one computes them with the PyTorch reference and is always available, the others are
+            used when they import (a missing build is recorded and reported by `describe`).
         cuda_probe: runs the smallest launch of the ``cuda`` module on a device (and synchronises).
             The first time the dispatcher would choose ``cuda`` for a device it runs the probe; if
             the binary has no code for that GPU ("no kernel image": built for other archs) the
@@ -142,13 +149,9 @@ class Dispatcher:
         return value
 
     def _runs_on(self, name: str, device: torch.device) -> bool:
-        if name == "ref":
+        if name == "ref" or name in PREFERENCE.get(device.type, ()):
             return True
-        if name == "cpu":
-            return device.type == "cpu"
-        if name == "cuda":
-            return device.type == "cuda"
-        return device.type == "cuda" or (device.type == "cpu" and triton_interpreted())
+        return name == "triton" and device.type == "cpu" and triton_interpreted()
 
     # A compiled model fixes its backends when it is traced: the choice is a constant of the graph
     # (no guard on the environment variable, no graph break at the kernels' lazy imports).
@@ -176,11 +179,12 @@ class Dispatcher:
                     f"{self._cuda_unusable[device.index if device.index is not None else torch.cuda.current_device()]}"
                 )
         else:
-            preference = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
-            name = next(
-                (n for n in preference if self.kernels(n) is not None and (n != "cuda" or self.cuda_usable(device))),
-                "ref",
+            usable = (
+                n
+                for n in PREFERENCE.get(device.type, ())
+                if self.kernels(n) is not None and (n != "cuda" or self.cuda_usable(device))
             )
+            name = next(usable, "ref")
         self.last_used[op] = name
         return name
 
