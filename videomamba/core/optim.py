@@ -36,7 +36,7 @@ _RELEASED_STEM = re.compile(r"^(cls_token|mask_token|pos_embed|patch_embed)")
 def released_layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     """Layer ids of the original release for a VideoMamba model: (name -> id, number of ids = depth + 2).
 
-    Reproduces its published fine-tuning (inventory 7.1.1): the patch embedding, cls token and
+    Reproduces the original's released fine-tuning runs: the patch embedding, cls token and
     spatial position embedding get layer_decay^(depth + 1), everything else 1.0.
     """
     num_layers = int(model.get_num_layers()) + 2

@@ -21,7 +21,6 @@ from PIL import Image
 
 import videomamba.image_sm.models  # noqa: F401  (registers the distillation variants)
 from videomamba.core import checkpoint as checkpoint_io
-from videomamba.core import distributed
 from videomamba.core.logs import read_log
 from videomamba.image_sm.datasets import (
     Cifar100,
@@ -439,25 +438,3 @@ def test_exp_script_runs_without_slurm_with_overrides(image_folder, tmp_path):
 # ------------------------------------------------------------------------- shared utilities
 
 
-def test_launch_environment_is_read_from_torchrun_and_slurm(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_ID"):
-        # setenv first so teardown restores the original state: _environment() itself writes RANK,
-        # WORLD_SIZE and MASTER_* for Slurm, which would otherwise leak into every later test.
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    assert distributed._environment() == (0, 1, 0, "single")
-    monkeypatch.setenv("SLURM_PROCID", "5")
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    assert distributed._environment() == (0, 1, 0, "single")  # a batch script, not an srun step
-    monkeypatch.setenv("SLURM_STEP_ID", "0")
-    monkeypatch.setenv("SLURM_LOCALID", "1")
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "node7")
-    monkeypatch.setenv("SLURM_JOB_ID", "1234")
-    assert distributed._environment() == (5, 8, 1, "slurm")
-    assert os.environ["WORLD_SIZE"] == "8" and os.environ["MASTER_ADDR"] == "node7"
-    monkeypatch.setenv("RANK", "2")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    assert distributed._environment() == (2, 4, 0, "torchrun")
-    assert distributed.any_across_ranks(True) and not distributed.any_across_ranks(False)
-    assert torch.equal(distributed.all_reduce_mean(torch.tensor([2.0])), torch.tensor([2.0]))

@@ -1,11 +1,12 @@
 """The experiment scripts and submitit runners, executed on a real one-node Slurm cluster.
 
-`tools/slurm_local.sh` installs Debian's Slurm and munge if needed and starts a cluster under a
-temporary folder. Each test submits a real script from the repository through `sbatch`, with the
-overrides the scripts document (environment variables for data and output, extra flags appended
-last) and sbatch options that fit the jobs on this node (1 task, no GPU). Skipped, with the reason,
-where Slurm is absent and cannot be installed. The dry-check of every script lives at the end and
-needs no cluster.
+`tools/slurm_local.sh` starts a cluster under a temporary folder; where Slurm is missing it installs
+Debian's Slurm and munge, which the tests allow only with VIDEOMAMBA_TEST_INSTALL_SLURM=1 (`make test`
+sets it). Each test submits a real script from the repository through `sbatch`, with the overrides
+the scripts document (environment variables for data and output, extra flags appended last) and
+sbatch options that fit the jobs on this node (1 task, no GPU). Skipped, with the reason, where
+Slurm is absent and may not or cannot be installed. The dry-check of every script lives at the end
+and needs no cluster.
 """
 
 from __future__ import annotations
@@ -37,11 +38,17 @@ TINY_IMAGE = [
 TINY_IMAGE_FLAGS = [*TINY_IMAGE, "--epochs", "1"]
 
 
+# Installing system packages is opt-in: `make test` sets it, a bare `pytest` never runs apt-get.
+INSTALL_OPT_IN = "VIDEOMAMBA_TEST_INSTALL_SLURM"
+
+
 def _cannot_run_slurm() -> str | None:
     if not sys.platform.startswith("linux"):
         return "Slurm tests need Linux"
     if all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged")):
         return None
+    if os.environ.get(INSTALL_OPT_IN) != "1":
+        return f"Slurm is not installed; {INSTALL_OPT_IN}=1 lets the tests install it with apt-get (make test sets it)"
     if not shutil.which("apt-get"):
         return "Slurm is not installed and this machine has no apt-get to install it"
     if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
@@ -293,6 +300,16 @@ def test_video_mm_script_runs_under_sbatch(cluster, tmp_path):
     assert "-m videomamba.video_mm.tasks.pretrain" in log
     _assert_run_outputs(out_dir, "checkpoint-latest.pth", [0])
     assert (out_dir / "config.yaml").is_file()
+
+
+def test_installing_slurm_is_opt_in(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.delenv(INSTALL_OPT_IN, raising=False)
+    assert f"{INSTALL_OPT_IN}=1" in _cannot_run_slurm()
+    monkeypatch.setenv(INSTALL_OPT_IN, "1")
+    assert _cannot_run_slurm() is None  # root with apt-get: the fixture may install
 
 
 # ------------------------------------------------------------------------- dry-check (no Slurm)

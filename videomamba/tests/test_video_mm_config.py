@@ -98,7 +98,7 @@ def test_struct_mode_and_saved_config_loads_back(configs, tmp_path):
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
-def test_experiment_configs_load_with_the_inventory_settings(path):
+def test_experiment_configs_load_with_the_released_settings(path):
     config = load_config(path, ["data_dir", "/data", "model_dir", "/ckpt"])
     vision = config.model.vision_encoder
     # depth and width come from the size in the name (VIDEOMAMBA_SIZES: middle is 32 blocks of 576)

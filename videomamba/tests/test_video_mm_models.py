@@ -30,7 +30,7 @@ def _weights_and_biases(*names: str) -> list[str]:
 
 
 def released_keys(pretraining: bool) -> list[str]:
-    """The key list of a released video_mm checkpoint (inventory 6.1) for the tiny architecture."""
+    """The key list of a released video_mm checkpoint, in its order, scaled down to the tiny architecture."""
     vision = ["cls_token", "pos_embed", "temporal_pos_embedding", *_weights_and_biases("patch_embed.proj")]
     for i in range(DEPTH):
         vision += [f"layers.{i}.mixer.{name}" for name in MIXER] + [f"layers.{i}.norm.weight"]
