@@ -335,6 +335,23 @@ SS_INLINE void prefetch_row(const T* row, int64_t L, int64_t s0, int64_t len, bo
     __builtin_prefetch(r + len - 1);
 }
 
+// Up to 4 tensors' rows of a block, prefetched for the chunk processed next one row per step of
+// the current chunk's step loop: a burst of prefetches at the start of a chunk stalls on the miss
+// buffers instead of overlapping the computation.
+template <typename T>
+struct SpreadPrefetch {
+  const T* base[4];
+  int64_t stride[4];
+  bool write[4];
+  int count;
+  // Step j: row j % 16 of tensor j / 16, steps [s0, s0 + len) (nothing for s0 < 0 or past the end).
+  SS_INLINE void step(int64_t j, int nl, int64_t L, int64_t s0, int64_t len, bool rev) const {
+    const int64_t which = j / kLanes, lane = j % kLanes;
+    if (s0 < 0 || which >= count || lane >= nl || base[which] == nullptr) return;
+    prefetch_row(base[which] + lane * stride[which], L, s0, len, rev, write[which]);
+  }
+};
+
 // `next_s0`: start of the chunk processed next (prefetched), or -1.
 template <typename T>
 void load_rows(const T* base, int64_t row_stride, int nl, int64_t L, int64_t s0, int64_t len, bool rev, float* X,
@@ -460,25 +477,18 @@ void fwd_block(const ScanParams& p, int64_t task, float* work) {
   const float* Ct = p.Ct + (k.b * p.groups + k.g) * L * N;
   const T* z = p.z == nullptr ? nullptr : static_cast<const T*>(p.z) + k.b * p.z_sb + k.d0 * p.z_sd;
   T* out = static_cast<T*>(p.out) + k.b * p.out_sb + k.d0 * p.out_sd;
-  const T* u_rows = static_cast<const T*>(p.u) + k.b * p.u_sb + k.d0 * p.u_sd;
-  const T* delta_rows = static_cast<const T*>(p.delta) + k.b * p.delta_sb + k.d0 * p.delta_sd;
+  const SpreadPrefetch<T> next_rows{{static_cast<const T*>(p.u) + k.b * p.u_sb + k.d0 * p.u_sd,
+                                     static_cast<const T*>(p.delta) + k.b * p.delta_sb + k.d0 * p.delta_sd, z, out},
+                                    {p.u_sd, p.delta_sd, p.z_sd, p.out_sd},
+                                    {false, false, false, true},
+                                    4};
 
   for (int64_t c = 0; c * CH < L; ++c) {
     const int64_t s0 = c * CH, len = min64(CH, L - s0);
     load_dt<T>(p, k, s0, len, -1, bias, U, DT, DTU, nullptr);
     if (z != nullptr) load_rows(z, p.z_sd, k.nl, L, s0, len, p.reverse, Y, -1, CH);
     for (int64_t j = 0; j < len; ++j) {
-      // The next chunk's rows, one per step (u, delta, z, then out for writing): a burst of
-      // prefetches at the start of a chunk stalls on the miss buffers instead of overlapping.
-      if (j < 4 * kLanes) {
-        const int lane = static_cast<int>(j % kLanes), which = static_cast<int>(j / kLanes);
-        if (lane < k.nl) {
-          if (which == 0) prefetch_row(u_rows + lane * p.u_sd, L, s0 + CH, CH, p.reverse, false);
-          if (which == 1) prefetch_row(delta_rows + lane * p.delta_sd, L, s0 + CH, CH, p.reverse, false);
-          if (which == 2 && z != nullptr) prefetch_row(z + lane * p.z_sd, L, s0 + CH, CH, p.reverse, false);
-          if (which == 3) prefetch_row(out + lane * p.out_sd, L, s0 + CH, CH, p.reverse, true);
-        }
-      }
+      next_rows.step(j, k.nl, L, s0 + CH, CH, p.reverse);
       const float* Bs = Bt + (s0 + j) * N;
       const float* Cs = Ct + (s0 + j) * N;
       const vf dt = load(DT + kLanes * j), dtu = load(DTU + kLanes * j);
@@ -524,7 +534,7 @@ void fwd_block(const ScanParams& p, int64_t task, float* work) {
 // Workspace (floats): 16 * ((2 * chunk + 1) * N + 8 * N + 10 * chunk).
 // ------------------------------------------------------------------------------------------------
 
-template <typename T, int NT>
+template <typename T, int NT, bool kNonPos>
 void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
   const int64_t N = NT > 0 ? NT : p.dstate;
   const int64_t L = p.seqlen, CH = p.chunk;
@@ -578,12 +588,17 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
     vf dDt = splat(0.f), dbt = splat(0.f);
     const T* z = has_z ? static_cast<const T*>(p.z) + k.b * p.z_sb + k.d0 * p.z_sd : nullptr;
     const T* dout = static_cast<const T*>(p.dout) + k.b * p.dout_sb + k.d0 * p.dout_sd;
+    const SpreadPrefetch<T> next_rows{{static_cast<const T*>(p.u) + k.b * p.u_sb + k.d0 * p.u_sd,
+                                       static_cast<const T*>(p.delta) + k.b * p.delta_sb + k.d0 * p.delta_sd, dout, z},
+                                      {p.u_sd, p.delta_sd, p.dout_sd, p.z_sd},
+                                      {false, false, false, false},
+                                      4};
 
     for (int64_t c = n_chunks - 1; c >= 0; --c) {
       const int64_t s0 = c * CH, len = min64(CH, L - s0);
-      load_dt<T>(p, k, s0, len, s0 - CH, bias, U, DT, DTU, SPD);
-      load_rows(dout, p.dout_sd, k.nl, L, s0, len, p.reverse, DY, s0 - CH, CH);
-      if (has_z) load_rows(z, p.z_sd, k.nl, L, s0, len, p.reverse, Z, s0 - CH, CH);
+      load_dt<T>(p, k, s0, len, -1, bias, U, DT, DTU, SPD);
+      load_rows(dout, p.dout_sd, k.nl, L, s0, len, p.reverse, DY, -1, CH);
+      if (has_z) load_rows(z, p.z_sd, k.nl, L, s0, len, p.reverse, Z, -1, CH);
 
       // Recompute the chunk's states from the saved state before it.
       if (c == 0) {
@@ -593,6 +608,7 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
         for (int64_t n = 0; n < N; ++n) H[n] = lanes_of(st + n * p.st_sn, p.st_sd, k.nl);
       }
       for (int64_t j = 0; j < len; ++j) {
+        next_rows.step(j, k.nl, L, s0 - CH, CH, p.reverse);  // chunks run last to first
         const float* Bs = Bt + (s0 + j) * N;
         const float* Cs = Ct + (s0 + j) * N;
         const vf dt = load(DT + kLanes * j), dtu = load(DTU + kLanes * j);
@@ -606,7 +622,7 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
         for (; n + 4 <= N; n += 4) {
 #pragma GCC unroll 4
           for (int q = 0; q < 4; ++q) {
-            const vf a = exp2v(dt * A2[n + q]);
+            const vf a = decay<kNonPos>(dt * A2[n + q]);
             const vf h = a * hp[n + q] + dtu * Bs[n + q];
             ab[n + q] = a;
             hn[n + q] = h;
@@ -614,7 +630,7 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
           }
         }
         for (; n < N; ++n) {
-          const vf a = exp2v(dt * A2[n]);
+          const vf a = decay<kNonPos>(dt * A2[n]);
           const vf h = a * hp[n] + dtu * Bs[n];
           ab[n] = a;
           hn[n] = h;
@@ -734,27 +750,28 @@ void fwd_dispatch(const ScanParams& p, int64_t task, float* work) {
   }
 }
 
-template <int NT>
+template <int NT, bool kNonPos>
 void bwd_dispatch(const ScanParams& p, int64_t task, float* work) {
   switch (p.dtype) {
-    case DType::kFloat: return bwd_blocks<float, NT>(p, task, work);
-    case DType::kHalf: return bwd_blocks<c10::Half, NT>(p, task, work);
-    case DType::kBFloat16: return bwd_blocks<c10::BFloat16, NT>(p, task, work);
+    case DType::kFloat: return bwd_blocks<float, NT, kNonPos>(p, task, work);
+    case DType::kHalf: return bwd_blocks<c10::Half, NT, kNonPos>(p, task, work);
+    case DType::kBFloat16: return bwd_blocks<c10::BFloat16, NT, kNonPos>(p, task, work);
   }
 }
 
-// Whether the block of `task` has A <= 0 in every lane and state (NaN counts: it stays NaN).
-bool block_a_nonpos(const ScanParams& p, int64_t task) {
-  const int64_t blk = task % p.blocks_per_group, g = (task / p.blocks_per_group) % p.groups;
-  const int64_t d0 = g * p.dim_per_group + blk * kLanes;
-  const int64_t count = min64(kLanes, p.dim_per_group - blk * kLanes) * p.dstate;
-  for (int64_t i = 0; i < count; ++i)
-    if (p.A[d0 * p.dstate + i] > 0.f) return false;
+// Whether blocks [blk_begin, blk_end) of group g have A <= 0 in every lane and state (NaN counts:
+// it stays NaN either way).
+bool blocks_a_nonpos(const ScanParams& p, int64_t g, int64_t blk_begin, int64_t blk_end) {
+  const int64_t d_begin = g * p.dim_per_group + blk_begin * kLanes;
+  const int64_t d_end = g * p.dim_per_group + min64(blk_end * kLanes, p.dim_per_group);
+  for (int64_t i = d_begin * p.dstate; i < d_end * p.dstate; ++i)
+    if (p.A[i] > 0.f) return false;
   return true;
 }
 
 void fwd_task(const ScanParams& p, int64_t task, float* work) {
-  const bool nonpos = p.softplus && block_a_nonpos(p, task);
+  const int64_t blk = task % p.blocks_per_group, g = (task / p.blocks_per_group) % p.groups;
+  const bool nonpos = p.softplus && blocks_a_nonpos(p, g, blk, blk + 1);
   if (p.dstate == 16)
     nonpos ? fwd_dispatch<16, true>(p, task, work) : fwd_dispatch<16, false>(p, task, work);
   else
@@ -762,10 +779,14 @@ void fwd_task(const ScanParams& p, int64_t task, float* work) {
 }
 
 void bwd_task(const ScanParams& p, int64_t task, float* work) {
+  const int64_t tk = task % p.tasks_per_group, g = (task / p.tasks_per_group) % p.groups;
+  const int64_t blk_begin = tk * p.blocks_per_task;
+  const bool nonpos =
+      p.softplus && blocks_a_nonpos(p, g, blk_begin, min64(blk_begin + p.blocks_per_task, p.blocks_per_group));
   if (p.dstate == 16)
-    bwd_dispatch<16>(p, task, work);
+    nonpos ? bwd_dispatch<16, true>(p, task, work) : bwd_dispatch<16, false>(p, task, work);
   else
-    bwd_dispatch<0>(p, task, work);
+    nonpos ? bwd_dispatch<0, true>(p, task, work) : bwd_dispatch<0, false>(p, task, work);
 }
 
 }  // namespace SS_ISA_NAMESPACE
