@@ -98,6 +98,21 @@ CPU_SIMD_INLINE vn clamp_n(vn x, float lo, float hi) {
 #endif
 }
 
+// max(x, lo), lane by lane; NaN stays NaN (see clamp_n for the operand order).
+CPU_SIMD_INLINE vn max_n(vn x, float lo) {
+#if CPU_SIMD_X86
+#if CPU_SIMD_WIDTH == 16
+  return (vn)_mm512_maskz_max_ps(0xffff, _mm512_set1_ps(lo), (__m512)x);
+#elif CPU_SIMD_WIDTH == 8
+  return (vn)_mm256_max_ps(_mm256_set1_ps(lo), (__m256)x);
+#else
+  return (vn)_mm_max_ps(_mm_set1_ps(lo), (__m128)x);
+#endif
+#else
+  return x < lo ? vn{} + lo : x;
+#endif
+}
+
 CPU_SIMD_INLINE vn abs_n(vn x) { return (vn)((vni)x & 0x7fffffff); }
 
 // 2^x to about 1 ulp, NaN stays NaN. x = k + r with k = round(x) and |r| <= 1/2; 2^r is a degree-6
@@ -116,23 +131,27 @@ CPU_SIMD_INLINE vn exp2_poly(vn r) {
 #if CPU_SIMD_WIDTH == 16 && CPU_SIMD_X86
 // AVX-512: vrndscaleps for k and vscalefps for q * 2^k, which also gets underflow (0, denormals)
 // and overflow (inf) right; the clamp only keeps +-inf from turning r into NaN.
-CPU_SIMD_INLINE vn exp2_n(vn x) {
-  const __m512 xc = (__m512)clamp_n(x, -1000.f, 1000.f);
-  const __m512 k = _mm512_maskz_roundscale_ps(0xffff, xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const vn q = exp2_poly((vn)_mm512_sub_ps(xc, k));
+constexpr float kExp2Lo = -1000.f, kExp2Hi = 1000.f;
+CPU_SIMD_INLINE vn exp2_of_clamped_n(vn xc) {
+  const __m512 k = _mm512_maskz_roundscale_ps(0xffff, (__m512)xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const vn q = exp2_poly((vn)_mm512_sub_ps((__m512)xc, k));
   return (vn)_mm512_maskz_scalef_ps(0xffff, (__m512)q, k);
 }
 #else
 // k by the magic-number trick: t = x + 1.5 * 2^23 + 127 rounds x, and the low bits of t then hold
 // the exponent field of 2^k, i.e. (bits(t) << 23) is 2^k (0 for k = -127, inf for k = 128).
-CPU_SIMD_INLINE vn exp2_n(vn x) {
-  const vn xc = clamp_n(x, -127.f, 128.f);
+constexpr float kExp2Lo = -127.f, kExp2Hi = 128.f;
+CPU_SIMD_INLINE vn exp2_of_clamped_n(vn xc) {
   const float magic = 12583039.f;
   const vn t = xc + magic;
   const vn k = t - magic;
   return exp2_poly(xc - k) * (vn)((vni)t << 23);
 }
 #endif
+CPU_SIMD_INLINE vn exp2_n(vn x) { return exp2_of_clamped_n(clamp_n(x, kExp2Lo, kExp2Hi)); }
+// 2^x for x <= 0 (or NaN): the same values as exp2_n, one operation less (no upper clamp). The
+// scan's decays exp(delta * A) with delta >= 0 and A <= 0 are its hot loop.
+CPU_SIMD_INLINE vn exp2_nonpos_n(vn x) { return exp2_of_clamped_n(max_n(x, kExp2Lo)); }
 
 // e^x.
 CPU_SIMD_INLINE vn exp_n(vn x) { return exp2_n(x * kLog2e); }
@@ -153,7 +172,7 @@ CPU_SIMD_INLINE vn silu_grad_n(vn x) {
 // log1p(e) for e in (0, 1] uses 2*atanh(s) with s = e / (2 + e) <= 1/3: the odd series up to s^15
 // (truncation below 2e-9 relative), accurate also for tiny e.
 CPU_SIMD_INLINE vn softplus_n(vn x) {
-  const vn e = exp2_n(abs_n(x) * -kLog2e);
+  const vn e = exp2_nonpos_n(abs_n(x) * -kLog2e);
   const vn s = e / (2.f + e);
   const vn s2 = s * s;
   vn q = splat_n(1.f / 15.f);

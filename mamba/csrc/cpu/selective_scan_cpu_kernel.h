@@ -94,6 +94,16 @@ SS_INLINE void store(float* ptr, vf v) {
 
 // exp is computed as 2^(x log2 e): see exp2_n in cpu_simd.h.
 SS_INLINE vf exp2v(vf x) { SS_PARTS(exp2_n(x.p[i])); }
+// The same values for x <= 0 (or NaN) only, one operation less per part.
+SS_INLINE vf exp2v_nonpos(vf x) { SS_PARTS(exp2_nonpos_n(x.p[i])); }
+// The decay 2^(delta * A log2 e): exp2v_nonpos where delta >= 0 and A <= 0 are known.
+template <bool kNonPos>
+SS_INLINE vf decay(vf x) {
+  if constexpr (kNonPos)
+    return exp2v_nonpos(x);
+  else
+    return exp2v(x);
+}
 SS_INLINE vf sigmoidv(vf x) { SS_PARTS(sigmoid_n(x.p[i])); }
 // PyTorch's softplus (threshold 20); see softplus_n.
 SS_INLINE vf softplusv(vf x) { SS_PARTS(softplus_n(x.p[i])); }
@@ -306,6 +316,42 @@ SS_INLINE void prefetch_rows(const T* base, int64_t row_stride, int nl, int64_t 
   }
 }
 
+// Prefetch the steps [s0, s0 + len) of one row (clipped to [0, L)), for writing when `write`.
+template <typename T>
+SS_INLINE void prefetch_row(const T* row, int64_t L, int64_t s0, int64_t len, bool rev, bool write) {
+  if (s0 >= L || len <= 0) return;
+  if (s0 + len > L) len = L - s0;
+  const T* r = row + (rev ? L - s0 - len : s0);
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t i = 0; i < len; i += kLine) {
+    if (write)
+      __builtin_prefetch(r + i, 1);
+    else
+      __builtin_prefetch(r + i);
+  }
+  if (write)
+    __builtin_prefetch(r + len - 1, 1);
+  else
+    __builtin_prefetch(r + len - 1);
+}
+
+// Up to 4 tensors' rows of a block, prefetched for the chunk processed next one row per step of
+// the current chunk's step loop: a burst of prefetches at the start of a chunk stalls on the miss
+// buffers instead of overlapping the computation.
+template <typename T>
+struct SpreadPrefetch {
+  const T* base[4];
+  int64_t stride[4];
+  bool write[4];
+  int count;
+  // Step j: row j % 16 of tensor j / 16, steps [s0, s0 + len) (nothing for s0 < 0 or past the end).
+  SS_INLINE void step(int64_t j, int nl, int64_t L, int64_t s0, int64_t len, bool rev) const {
+    const int64_t which = j / kLanes, lane = j % kLanes;
+    if (s0 < 0 || which >= count || lane >= nl || base[which] == nullptr) return;
+    prefetch_row(base[which] + lane * stride[which], L, s0, len, rev, write[which]);
+  }
+};
+
 // `next_s0`: start of the chunk processed next (prefetched), or -1.
 template <typename T>
 void load_rows(const T* base, int64_t row_stride, int nl, int64_t L, int64_t s0, int64_t len, bool rev, float* X,
@@ -407,7 +453,8 @@ void load_dt(const ScanParams& p, const Block& k, int64_t s0, int64_t len, int64
 // Workspace (floats): 16 * (2 * N + 4 * chunk).
 // ------------------------------------------------------------------------------------------------
 
-template <typename T, int NT>
+// kNonPos: every decay exponent delta * A is <= 0 (softplus delta, A <= 0 in all lanes).
+template <typename T, int NT, bool kNonPos>
 void fwd_block(const ScanParams& p, int64_t task, float* work) {
   const int64_t N = NT > 0 ? NT : p.dstate;
   const int64_t L = p.seqlen, CH = p.chunk;
@@ -430,12 +477,18 @@ void fwd_block(const ScanParams& p, int64_t task, float* work) {
   const float* Ct = p.Ct + (k.b * p.groups + k.g) * L * N;
   const T* z = p.z == nullptr ? nullptr : static_cast<const T*>(p.z) + k.b * p.z_sb + k.d0 * p.z_sd;
   T* out = static_cast<T*>(p.out) + k.b * p.out_sb + k.d0 * p.out_sd;
+  const SpreadPrefetch<T> next_rows{{static_cast<const T*>(p.u) + k.b * p.u_sb + k.d0 * p.u_sd,
+                                     static_cast<const T*>(p.delta) + k.b * p.delta_sb + k.d0 * p.delta_sd, z, out},
+                                    {p.u_sd, p.delta_sd, p.z_sd, p.out_sd},
+                                    {false, false, false, true},
+                                    4};
 
   for (int64_t c = 0; c * CH < L; ++c) {
     const int64_t s0 = c * CH, len = min64(CH, L - s0);
-    load_dt<T>(p, k, s0, len, s0 + CH, bias, U, DT, DTU, nullptr);
-    if (z != nullptr) load_rows(z, p.z_sd, k.nl, L, s0, len, p.reverse, Y, s0 + CH, CH);
+    load_dt<T>(p, k, s0, len, -1, bias, U, DT, DTU, nullptr);
+    if (z != nullptr) load_rows(z, p.z_sd, k.nl, L, s0, len, p.reverse, Y, -1, CH);
     for (int64_t j = 0; j < len; ++j) {
+      next_rows.step(j, k.nl, L, s0 + CH, CH, p.reverse);
       const float* Bs = Bt + (s0 + j) * N;
       const float* Cs = Ct + (s0 + j) * N;
       const vf dt = load(DT + kLanes * j), dtu = load(DTU + kLanes * j);
@@ -443,8 +496,8 @@ void fwd_block(const ScanParams& p, int64_t task, float* work) {
       int64_t n = 0;
 #pragma GCC unroll 4
       for (; n + 4 <= N; n += 4) {
-        const vf a0 = exp2v(dt * A2[n]), a1 = exp2v(dt * A2[n + 1]);
-        const vf a2 = exp2v(dt * A2[n + 2]), a3 = exp2v(dt * A2[n + 3]);
+        const vf a0 = decay<kNonPos>(dt * A2[n]), a1 = decay<kNonPos>(dt * A2[n + 1]);
+        const vf a2 = decay<kNonPos>(dt * A2[n + 2]), a3 = decay<kNonPos>(dt * A2[n + 3]);
         const vf h0 = a0 * h[n] + dtu * Bs[n], h1 = a1 * h[n + 1] + dtu * Bs[n + 1];
         const vf h2 = a2 * h[n + 2] + dtu * Bs[n + 2], h3 = a3 * h[n + 3] + dtu * Bs[n + 3];
         h[n] = h0;
@@ -457,7 +510,7 @@ void fwd_block(const ScanParams& p, int64_t task, float* work) {
         y3 += h3 * Cs[n + 3];
       }
       for (; n < N; ++n) {
-        const vf hn = exp2v(dt * A2[n]) * h[n] + dtu * Bs[n];
+        const vf hn = decay<kNonPos>(dt * A2[n]) * h[n] + dtu * Bs[n];
         h[n] = hn;
         y0 += hn * Cs[n];
       }
@@ -481,7 +534,7 @@ void fwd_block(const ScanParams& p, int64_t task, float* work) {
 // Workspace (floats): 16 * ((2 * chunk + 1) * N + 8 * N + 10 * chunk).
 // ------------------------------------------------------------------------------------------------
 
-template <typename T, int NT>
+template <typename T, int NT, bool kNonPos>
 void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
   const int64_t N = NT > 0 ? NT : p.dstate;
   const int64_t L = p.seqlen, CH = p.chunk;
@@ -535,12 +588,17 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
     vf dDt = splat(0.f), dbt = splat(0.f);
     const T* z = has_z ? static_cast<const T*>(p.z) + k.b * p.z_sb + k.d0 * p.z_sd : nullptr;
     const T* dout = static_cast<const T*>(p.dout) + k.b * p.dout_sb + k.d0 * p.dout_sd;
+    const SpreadPrefetch<T> next_rows{{static_cast<const T*>(p.u) + k.b * p.u_sb + k.d0 * p.u_sd,
+                                       static_cast<const T*>(p.delta) + k.b * p.delta_sb + k.d0 * p.delta_sd, dout, z},
+                                      {p.u_sd, p.delta_sd, p.dout_sd, p.z_sd},
+                                      {false, false, false, false},
+                                      4};
 
     for (int64_t c = n_chunks - 1; c >= 0; --c) {
       const int64_t s0 = c * CH, len = min64(CH, L - s0);
-      load_dt<T>(p, k, s0, len, s0 - CH, bias, U, DT, DTU, SPD);
-      load_rows(dout, p.dout_sd, k.nl, L, s0, len, p.reverse, DY, s0 - CH, CH);
-      if (has_z) load_rows(z, p.z_sd, k.nl, L, s0, len, p.reverse, Z, s0 - CH, CH);
+      load_dt<T>(p, k, s0, len, -1, bias, U, DT, DTU, SPD);
+      load_rows(dout, p.dout_sd, k.nl, L, s0, len, p.reverse, DY, -1, CH);
+      if (has_z) load_rows(z, p.z_sd, k.nl, L, s0, len, p.reverse, Z, -1, CH);
 
       // Recompute the chunk's states from the saved state before it.
       if (c == 0) {
@@ -550,6 +608,7 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
         for (int64_t n = 0; n < N; ++n) H[n] = lanes_of(st + n * p.st_sn, p.st_sd, k.nl);
       }
       for (int64_t j = 0; j < len; ++j) {
+        next_rows.step(j, k.nl, L, s0 - CH, CH, p.reverse);  // chunks run last to first
         const float* Bs = Bt + (s0 + j) * N;
         const float* Cs = Ct + (s0 + j) * N;
         const vf dt = load(DT + kLanes * j), dtu = load(DTU + kLanes * j);
@@ -563,7 +622,7 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
         for (; n + 4 <= N; n += 4) {
 #pragma GCC unroll 4
           for (int q = 0; q < 4; ++q) {
-            const vf a = exp2v(dt * A2[n + q]);
+            const vf a = decay<kNonPos>(dt * A2[n + q]);
             const vf h = a * hp[n + q] + dtu * Bs[n + q];
             ab[n + q] = a;
             hn[n + q] = h;
@@ -571,7 +630,7 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
           }
         }
         for (; n < N; ++n) {
-          const vf a = exp2v(dt * A2[n]);
+          const vf a = decay<kNonPos>(dt * A2[n]);
           const vf h = a * hp[n] + dtu * Bs[n];
           ab[n] = a;
           hn[n] = h;
@@ -682,36 +741,52 @@ float exp2_floor_task(int64_t count, float seed) {
 }
 
 // Entry points (non-template): pick the dtype and the N = 16 specialisation.
-template <int NT>
+template <int NT, bool kNonPos>
 void fwd_dispatch(const ScanParams& p, int64_t task, float* work) {
   switch (p.dtype) {
-    case DType::kFloat: return fwd_block<float, NT>(p, task, work);
-    case DType::kHalf: return fwd_block<c10::Half, NT>(p, task, work);
-    case DType::kBFloat16: return fwd_block<c10::BFloat16, NT>(p, task, work);
+    case DType::kFloat: return fwd_block<float, NT, kNonPos>(p, task, work);
+    case DType::kHalf: return fwd_block<c10::Half, NT, kNonPos>(p, task, work);
+    case DType::kBFloat16: return fwd_block<c10::BFloat16, NT, kNonPos>(p, task, work);
   }
 }
 
-template <int NT>
+template <int NT, bool kNonPos>
 void bwd_dispatch(const ScanParams& p, int64_t task, float* work) {
   switch (p.dtype) {
-    case DType::kFloat: return bwd_blocks<float, NT>(p, task, work);
-    case DType::kHalf: return bwd_blocks<c10::Half, NT>(p, task, work);
-    case DType::kBFloat16: return bwd_blocks<c10::BFloat16, NT>(p, task, work);
+    case DType::kFloat: return bwd_blocks<float, NT, kNonPos>(p, task, work);
+    case DType::kHalf: return bwd_blocks<c10::Half, NT, kNonPos>(p, task, work);
+    case DType::kBFloat16: return bwd_blocks<c10::BFloat16, NT, kNonPos>(p, task, work);
   }
+}
+
+// Whether blocks [blk_begin, blk_end) of group g have A <= 0 in every lane and state (NaN counts:
+// it stays NaN either way).
+bool blocks_a_nonpos(const ScanParams& p, int64_t g, int64_t blk_begin, int64_t blk_end) {
+  const int64_t d_begin = g * p.dim_per_group + blk_begin * kLanes;
+  const int64_t d_end = g * p.dim_per_group + min64(blk_end * kLanes, p.dim_per_group);
+  for (int64_t i = d_begin * p.dstate; i < d_end * p.dstate; ++i)
+    if (p.A[i] > 0.f) return false;
+  return true;
 }
 
 void fwd_task(const ScanParams& p, int64_t task, float* work) {
+  const int64_t blk = task % p.blocks_per_group, g = (task / p.blocks_per_group) % p.groups;
+  const bool nonpos = p.softplus && blocks_a_nonpos(p, g, blk, blk + 1);
   if (p.dstate == 16)
-    fwd_dispatch<16>(p, task, work);
+    nonpos ? fwd_dispatch<16, true>(p, task, work) : fwd_dispatch<16, false>(p, task, work);
   else
-    fwd_dispatch<0>(p, task, work);
+    nonpos ? fwd_dispatch<0, true>(p, task, work) : fwd_dispatch<0, false>(p, task, work);
 }
 
 void bwd_task(const ScanParams& p, int64_t task, float* work) {
+  const int64_t tk = task % p.tasks_per_group, g = (task / p.tasks_per_group) % p.groups;
+  const int64_t blk_begin = tk * p.blocks_per_task;
+  const bool nonpos =
+      p.softplus && blocks_a_nonpos(p, g, blk_begin, min64(blk_begin + p.blocks_per_task, p.blocks_per_group));
   if (p.dstate == 16)
-    bwd_dispatch<16>(p, task, work);
+    nonpos ? bwd_dispatch<16, true>(p, task, work) : bwd_dispatch<16, false>(p, task, work);
   else
-    bwd_dispatch<0>(p, task, work);
+    nonpos ? bwd_dispatch<0, true>(p, task, work) : bwd_dispatch<0, false>(p, task, work);
 }
 
 }  // namespace SS_ISA_NAMESPACE

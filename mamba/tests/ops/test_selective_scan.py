@@ -273,6 +273,26 @@ def test_last_state_only_forward(isa, reverse, monkeypatch):
     assert torch.equal(out_last, out_all) and torch.equal(states_last[:, :, 0], states_all[:, :, -1])
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
+def test_decay_overflow_where_A_is_positive(isa, monkeypatch):
+    """The forward's cheaper decay (no upper clamp) serves only blocks whose A are all <= 0: with one
+    A > 0, exp(delta * A) beyond the float range is still inf (inf * 0 = NaN), as in the reference."""
+    levels = ["default", "avx2", "avx512"]
+    monkeypatch.delenv("MAMBA_CPU_ISA", raising=False)
+    if levels.index(isa) > levels.index(K.isa()):
+        pytest.skip(f"this CPU runs at most {K.isa()}")
+    monkeypatch.setenv("MAMBA_CPU_ISA", isa)
+    b, d, N, L = 1, 16, 2, 3
+    u, delta = torch.ones(b, d, L), torch.full((b, d, L), 100.0)  # exp(100) overflows float32
+    A = -torch.ones(d, N)
+    A[3, 1] = 1.0
+    B, C = torch.ones(b, N, L), torch.ones(b, N, L)
+    out, _ = scan_fwd(u, delta, A, B.unsqueeze(1), C.unsqueeze(1), None, None, None, True, False, "cpu")
+    ref = selective_scan_ref(u, delta, A, B, C, delta_softplus=True)
+    assert out[0, 3].isnan().all() and ref[0, 3].isnan().all()
+    torch.testing.assert_close(out, ref, equal_nan=True)
+
+
 def test_isa_override_is_checked(monkeypatch):
     monkeypatch.setenv("MAMBA_CPU_ISA", "sse9")
     with pytest.raises(RuntimeError, match="MAMBA_CPU_ISA"):
