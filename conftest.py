@@ -1,5 +1,5 @@
-"""Suite-wide test settings: deterministic CPU threading, Triton's interpreter without a GPU, and
-an environment that no test can leak into the next one."""
+"""Suite-wide test settings: deterministic CPU threading, Triton's interpreter without a GPU, an
+environment that no test can leak into the next one, and the timeouts of long tests."""
 
 import os
 
@@ -22,3 +22,17 @@ def _restore_environment():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+# Every test gets pyproject.toml's `timeout` (300 s). A test marked `slow` or `slurm` gets
+# LONG_TEST_TIMEOUT instead, unless it names its own with @pytest.mark.timeout(N). The limits are
+# about 4x the longest time measured on a loaded 2-core machine, so a busy CI runner stays green
+# while a hung test still ends. (A module-scoped fixture's setup counts toward its first test.)
+LONG_TEST_TIMEOUT = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        long = item.get_closest_marker("slow") or item.get_closest_marker("slurm")
+        if long and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(LONG_TEST_TIMEOUT))
