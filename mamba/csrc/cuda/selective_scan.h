@@ -156,9 +156,11 @@ inline int plan_warps(int64_t dim_per_group, int64_t dstate, size_t smem_limit, 
   }
   return 0;
 }
-// Two forward tiles when they fit with some warp count, else one (large d_state).
+// Two forward tiles when they fit with as many warps as one tile gets, else one (large d_state):
+// fewer warps would also mean fewer threads than a chunk has steps, which stage after the loop.
 inline int plan_fwd_tiles(int64_t dim_per_group, int64_t dstate, size_t smem_limit, int max_warps) {
-  return plan_warps(dim_per_group, dstate, smem_limit, false, max_warps, 2) > 0 ? 2 : 1;
+  const int one = plan_warps(dim_per_group, dstate, smem_limit, false, max_warps, 1);
+  return one > 0 && plan_warps(dim_per_group, dstate, smem_limit, false, max_warps, 2) == one ? 2 : 1;
 }
 
 // Launchers, one per input dtype (each in its own .cu file so that they compile in parallel).

@@ -174,6 +174,9 @@ def test_launch_plan_follows_the_device_shared_memory(mutants, monkeypatch):
     assert h100["smem_limit"] == 227 * 1024 and a100["smem_limit"] == 163 * 1024
     # Two forward tiles (181 KB at N = 40) fit an H100, not an A100, which stages one at a time.
     assert h100["fwd_tiles"] == 2 and a100["fwd_tiles"] == 1 and a100["fwd_smem"] <= 163 * 1024
+    # At N = 36 two tiles would fit an A100 only with 4 warps (fewer threads than a chunk's steps,
+    # no overlap): one tile with 8 warps instead.
+    assert mutants.launch_plan(64, 1, 36, 300)["fwd_tiles"] == 1
     assert h100["bwd_warps"] == 8 and a100["bwd_warps"] == 4
     assert a100["bwd_smem"] <= 163 * 1024 < h100["bwd_smem"]
     monkeypatch.setenv("CUDA_EMU_SMEM_LIMIT", str(48 * 1024))
