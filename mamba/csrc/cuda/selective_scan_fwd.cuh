@@ -10,11 +10,11 @@
 // Steps past the end are masked explicitly (delta = 0 and u = 0, hence decay 1 and input 0), so
 // the state after the last chunk is exact and the padding never reaches the outputs.
 // The B/C tile of the next chunk is staged while this one computes (p.fwd_tiles == 2): each
-// state iteration loads the thread's next element of the next tile (one B and one C value, see
-// TileRows) before its arithmetic and stores it into the other tile buffer after it, so the
-// global-memory latency hides behind the scan instead of stalling the block between two
-// barriers, and one barrier per chunk remains. Blocks with fewer threads than the next chunk has
-// steps (under 8 warps before a 256-step chunk) stage it after the state loop instead.
+// state iteration stores one B and one C value of the next tile per thread (see TileRows) into
+// the other tile buffer, loaded at the end of the iteration before, so the global-memory latency
+// hides behind a whole iteration of the scan instead of stalling the block between two barriers,
+// and one barrier per chunk remains. Blocks with fewer threads than the next chunk has steps
+// (under 8 warps before a 256-step chunk) stage it after the state loop instead.
 #pragma once
 
 #include "scan_common.cuh"
@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kFwdMaxWarps * 32, 3) scan_fwd_kernel(const Sc
     }
     const bool rows_in_loop = next.elems > 0 && static_cast<int>(blockDim.x) >= 1 << next.shift;
     TileRows rows = tile_rows<T>(p, next, next_b, next_c);
-    if (!rows_in_loop) rows.count = 0;
+    if (!rows_in_loop) rows.count = 0;  // nothing to stage, or after the loop
     // This chunk's tile is complete; with prefetch also every warp is done with the previous
     // chunk, whose buffer now receives the next tile.
     __syncthreads();
