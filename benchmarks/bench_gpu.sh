@@ -2,10 +2,12 @@
 # The GPU session's command, one prepared script: build both kernel packages with CUDA for sm_90 (+PTX),
 # smoke-test them with CUDA_LAUNCH_BLOCKING=1, run compute-sanitizer (racecheck, memcheck, synccheck) on
 # the smallest cases, run the GPU tests, time them with benchmarks/bench_ops.py --device cuda, and
-# collect Nsight Compute metrics of the scan kernels (bank conflicts, occupancy) when ncu is there.
+# collect Nsight Compute metrics of the scan kernels (bank conflicts, occupancy) when ncu is there, then
+# time the scan with the forward's B/C tile staged one chunk ahead (two tiles, the default) against one
+# tile staged between barriers (MAMBA_CUDA_FWD_TILES=1).
 # Run from anywhere; it works in the repository root.
 #
-#   bash benchmarks/bench_gpu.sh                 # build smoke sanitize test bench ncu (in that order)
+#   bash benchmarks/bench_gpu.sh                 # build smoke sanitize test bench ncu tiles (in that order)
 #   bash benchmarks/bench_gpu.sh build smoke     # any subset of the stages, in the order given
 #   bash benchmarks/bench_gpu.sh bench           # builds first if the CUDA kernels do not import
 #
@@ -19,10 +21,10 @@
 # Logs go to LOG_DIR (default: $OUT on the device machine, else /tmp/bench_gpu-logs): build.log (the
 # compiler output; the terminal shows a summary), smoke.log, sanitize-<tool>.log, test.log, bench.md
 # (the tables, ready to paste into benchmarks/RESULTS.md), bench.err (tracebacks of failed
-# measurements, if any) and ncu.csv.
+# measurements, if any), ncu.csv and tiles-<1|2>.md.
 #
 # Knobs (environment): PYTHON (python3), DEADLINE (570), SMOKE_TIMEOUT (90), SANITIZE_TIMEOUT (70 per
-# tool), TEST_TIMEOUT (180), BENCH_TIMEOUT (240), NCU_TIMEOUT (90), BENCH_ARGS (extra bench_ops.py
+# tool), TEST_TIMEOUT (180), BENCH_TIMEOUT (240), NCU_TIMEOUT (90), TILES_TIMEOUT (120), BENCH_ARGS (extra bench_ops.py
 # options, e.g. "--preset s16"), UPSTREAM_PATH (passed as --upstream-path, see bench_ops.py),
 # TORCH_CUDA_ARCH_LIST (9.0; the build adds +PTX), MAX_JOBS (16 parallel compiles), NVCC_THREADS (4).
 set -uo pipefail
@@ -169,13 +171,27 @@ ncu_metrics() {
     return "$rc"
 }
 
+fwd_tiles() {
+    ensure_built || return 1
+    local t tiles status=0
+    t=$(budget "${TILES_TIMEOUT:-120}")
+    ((t < 40)) && { echo "SKIPPED the forward-tile comparison: ${t} s left"; return 1; }
+    for tiles in 1 2; do
+        stamp "selective scan, s16 bf16, MAMBA_CUDA_FWD_TILES=$tiles (timeout $((t / 2)) s)"
+        MAMBA_CUDA_FWD_TILES=$tiles timeout -k 10 $((t / 2)) "$PY" benchmarks/bench_ops.py --device cuda \
+            --ops selective_scan --preset s16 --dtypes bf16 --ref-max-batch 0 2>&1 | tee "$LOG_DIR/tiles-$tiles.md"
+        ((PIPESTATUS[0] == 0)) || status=1
+    done
+    return "$status"
+}
+
 stamp "start: logs in $LOG_DIR"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 nvcc --version | tail -n 2 || true
 "$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
 
 stages=("$@")
-((${#stages[@]})) || stages=(build smoke sanitize test bench ncu)
+((${#stages[@]})) || stages=(build smoke sanitize test bench ncu tiles)
 status=0
 for stage in "${stages[@]}"; do
     case $stage in
@@ -185,7 +201,8 @@ for stage in "${stages[@]}"; do
         test) run_tests || status=1 ;;
         bench) bench || status=1 ;;
         ncu) ncu_metrics || status=1 ;;
-        *) echo "unknown stage '$stage' (build, smoke, sanitize, test, bench, ncu)"; exit 2 ;;
+        tiles) fwd_tiles || status=1 ;;
+        *) echo "unknown stage '$stage' (build, smoke, sanitize, test, bench, ncu, tiles)"; exit 2 ;;
     esac
 done
 stamp "done (exit status $status)"

@@ -219,4 +219,103 @@ __device__ __forceinline__ void stage_bc_tile(const ScanParams& p, int64_t b, in
   }
 }
 
+// A tile element by element (used by the forward): element i is (state i >> shift, step
+// i & (2^shift - 1)), and thread t of the block handles the elements t, t + blockDim.x, ...
+struct TileSource {
+  int64_t off_b, off_c;  // offsets of (batch b, group g, state 0, step t0) in B and C
+  int shift;             // log2 of the chunk's steps
+  int valid;             // steps of the chunk before the sequence end
+  int elems;             // N << shift
+};
+
+__device__ __forceinline__ TileSource tile_source(const ScanParams& p, int64_t b, int64_t g, int64_t t0, bool tail) {
+  constexpr int kShiftFull = 8, kShiftTail = 6;
+  static_assert(kChunkFull == 1 << kShiftFull && kChunkTail == 1 << kShiftTail, "chunk sizes are powers of two");
+  TileSource s;
+  s.off_b = b * p.B_sb + g * p.B_sg + t0;
+  s.off_c = b * p.C_sb + g * p.C_sg + t0;
+  s.shift = tail ? kShiftTail : kShiftFull;
+  s.valid = static_cast<int>(p.seqlen - t0 < (1 << s.shift) ? p.seqlen - t0 : (1 << s.shift));
+  s.elems = static_cast<int>(p.dstate) << s.shift;
+  return s;
+}
+
+template <typename T>
+__device__ __forceinline__ float load_bc(const void* base, bool is_f32, int64_t off) {
+  return is_f32 ? static_cast<const float*>(base)[off] : to_f32(static_cast<const T*>(base)[off]);
+}
+
+// Stages the whole tile (all threads of the block; the caller synchronises).
+template <typename T>
+__device__ __forceinline__ void stage_tile(const ScanParams& p, const TileSource& s, float* tile_b, float* tile_c) {
+  const int mask = (1 << s.shift) - 1;
+  for (int i = threadIdx.x; i < s.elems; i += blockDim.x) {
+    const int n = i >> s.shift, tl = i & mask;
+    float vb = 0.f, vc = 0.f;
+    if (tl < s.valid) {
+      vb = load_bc<T>(p.B, p.B_f32, s.off_b + n * p.B_sn + tl);
+      vc = load_bc<T>(p.C, p.C_f32, s.off_c + n * p.C_sn + tl);
+    }
+    const int at = n * kTileStride + tile_col(tl);
+    tile_b[at] = vb;
+    tile_c[at] = vc;
+  }
+}
+
+// One thread's share of a tile staged one row group per step of a loop (the forward's state
+// loop), for blocks with at least as many threads as the chunk has steps (else it stages
+// nothing: count = 0, and the caller stages the tile with stage_tile): the thread keeps one
+// step column `col` = t mod steps and stages states row0, row0 + rows_step, ... (row0 = t / steps,
+// rows_step = threads / steps), walking pointers instead of recomputing 64-bit offsets.
+struct TileRows {
+  const char* src_b;  // B and C of this thread's next element
+  const char* src_c;
+  int64_t step_b, step_c;  // bytes from one of its rows to the next
+  float* dst_b;            // where that element goes in the tile (B; the C tile follows at c_off)
+  int c_off;               // floats from the B tile to the C tile
+  int dst_step;            // floats from one of its rows to the next
+  int count;               // rows left to stage
+  bool in_range;           // its column lies before the sequence end (else it stages zeros)
+};
+
+template <typename T>
+__device__ __forceinline__ TileRows tile_rows(const ScanParams& p, const TileSource& s, float* tile_b, float* tile_c) {
+  const int t = threadIdx.x, steps = 1 << s.shift;
+  const int col = t & (steps - 1), row0 = t >> s.shift, rows_step = blockDim.x >> s.shift;
+  const int64_t size_b = p.B_f32 ? 4 : sizeof(T), size_c = p.C_f32 ? 4 : sizeof(T);
+  TileRows r;
+  r.src_b = static_cast<const char*>(p.B) + (s.off_b + row0 * p.B_sn + col) * size_b;
+  r.src_c = static_cast<const char*>(p.C) + (s.off_c + row0 * p.C_sn + col) * size_c;
+  r.step_b = rows_step * p.B_sn * size_b;
+  r.step_c = rows_step * p.C_sn * size_c;
+  r.dst_b = tile_b + row0 * kTileStride + tile_col(col);
+  r.c_off = static_cast<int>(tile_c - tile_b);
+  r.dst_step = rows_step * kTileStride;
+  const int N = static_cast<int>(p.dstate);
+  r.count = rows_step > 0 && row0 < N ? (N - row0 + rows_step - 1) / rows_step : 0;
+  r.in_range = col < s.valid;
+  return r;
+}
+
+// Loads this thread's next element (if any rows are left): the values go to store_next later.
+template <typename T>
+__device__ __forceinline__ void load_next(const ScanParams& p, const TileRows& r, float& vb, float& vc) {
+  vb = vc = 0.f;
+  if (r.count > 0 && r.in_range) {
+    vb = p.B_f32 ? *reinterpret_cast<const float*>(r.src_b) : to_f32(*reinterpret_cast<const T*>(r.src_b));
+    vc = p.C_f32 ? *reinterpret_cast<const float*>(r.src_c) : to_f32(*reinterpret_cast<const T*>(r.src_c));
+  }
+}
+
+__device__ __forceinline__ void store_next(TileRows& r, float vb, float vc) {
+  if (r.count > 0) {
+    r.dst_b[0] = vb;
+    r.dst_b[r.c_off] = vc;
+    r.src_b += r.step_b;
+    r.src_c += r.step_c;
+    r.dst_b += r.dst_step;
+    --r.count;
+  }
+}
+
 }  // namespace mamba_cuda

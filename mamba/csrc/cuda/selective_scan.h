@@ -124,6 +124,7 @@ struct ScanParams {
 
   // Launch plan and workspaces (backward).
   int warps;                  // warps (= channels) per block; divides dim_per_group
+  int fwd_tiles;              // forward: 2 = the next chunk's B/C tile is staged while this one computes
   int bc_mode;                // BCMode
   int64_t batch_slice;        // batch elements per kernel launch (workspace mode), else batch
   float* ws_small;            // (batch, dim, N + 2): per-row dA, dD, ddelta_bias partials
@@ -135,8 +136,10 @@ struct ScanParams {
 // (a block must not straddle groups) whose shared memory fits `smem_limit`; 0 if none fits.
 // More warps per backward block means fewer dB/dC partials (atomics or workspace) per group but
 // block-wide barriers over more warps; MAMBA_CUDA_BWD_WARPS (1..16) overrides the default 8.
-inline size_t fwd_smem_bytes(int warps, int64_t dstate) {
-  return sizeof(float) * static_cast<size_t>(2 * dstate * kTileStride + warps * dstate);
+// The forward holds `tiles` B/C tiles: two (one computed on, the next one being staged) wherever
+// they fit, else one (staged between two barriers, as the backward does); see plan_fwd_tiles.
+inline size_t fwd_smem_bytes(int warps, int64_t dstate, int tiles = 2) {
+  return sizeof(float) * static_cast<size_t>(tiles * 2 * dstate * kTileStride + warps * dstate);
 }
 inline size_t bwd_smem_bytes(int warps, int64_t dstate) {
   // B/C tile, double-buffered dB/dC reduction rows, per-lane output and sum(g A w) accumulators,
@@ -144,13 +147,20 @@ inline size_t bwd_smem_bytes(int warps, int64_t dstate) {
   return sizeof(float) * static_cast<size_t>(2 * dstate * kTileStride + 4 * warps * kTileStride +
                                              2 * warps * kTileStride + warps * (dstate + 2) * 32 + warps * dstate);
 }
-inline int plan_warps(int64_t dim_per_group, int64_t dstate, size_t smem_limit, bool backward, int max_warps) {
+inline int plan_warps(int64_t dim_per_group, int64_t dstate, size_t smem_limit, bool backward, int max_warps,
+                      int fwd_tiles = 2) {
   for (int w = max_warps; w >= 1; w /= 2) {
     if (dim_per_group % w) continue;
-    const size_t bytes = backward ? bwd_smem_bytes(w, dstate) : fwd_smem_bytes(w, dstate);
+    const size_t bytes = backward ? bwd_smem_bytes(w, dstate) : fwd_smem_bytes(w, dstate, fwd_tiles);
     if (bytes <= smem_limit) return w;
   }
   return 0;
+}
+// Two forward tiles when they fit with as many warps as one tile gets, else one (large d_state):
+// fewer warps would also mean fewer threads than a chunk has steps, which stage after the loop.
+inline int plan_fwd_tiles(int64_t dim_per_group, int64_t dstate, size_t smem_limit, int max_warps) {
+  const int one = plan_warps(dim_per_group, dstate, smem_limit, false, max_warps, 1);
+  return one > 0 && plan_warps(dim_per_group, dstate, smem_limit, false, max_warps, 2) == one ? 2 : 1;
 }
 
 // Launchers, one per input dtype (each in its own .cu file so that they compile in parallel).

@@ -187,11 +187,22 @@ int max_warps(bool backward) {
   return w;
 }
 
+// Forward B/C tiles: two where they fit (the next chunk's is staged during this one's state loop),
+// else one; MAMBA_CUDA_FWD_TILES=1 forces one (to compare the two on a GPU).
+int fwd_tiles(int64_t dim_per_group, int64_t dstate, size_t limit) {
+  const char* env = std::getenv("MAMBA_CUDA_FWD_TILES");
+  const bool one = env != nullptr && *env != '\0' && std::string(env) != "2";
+  TORCH_CHECK(!one || std::string(env) == "1", "MAMBA_CUDA_FWD_TILES must be 1 or 2, got ", env);
+  return one ? 1 : mamba_cuda::plan_fwd_tiles(dim_per_group, dstate, limit, max_warps(false));
+}
+
 void plan(ScanParams& p, const at::Tensor& u, bool backward) {
-  p.warps = mamba_cuda::plan_warps(p.dim_per_group, p.dstate, smem_limit(u), backward, max_warps(backward));
+  const size_t limit = smem_limit(u);
+  p.fwd_tiles = fwd_tiles(p.dim_per_group, p.dstate, limit);
+  p.warps = mamba_cuda::plan_warps(p.dim_per_group, p.dstate, limit, backward, max_warps(backward), p.fwd_tiles);
   // The B/C tile of a chunk (2 * N * 288 floats) must fit: N <= ~90 on an H100, ~65 on an A100.
   TORCH_CHECK(p.warps > 0, "selective_scan CUDA: N = ", p.dstate, " needs more shared memory per block than this GPU ",
-              "has (", smem_limit(u), " bytes); use a smaller d_state or the Triton/reference backend");
+              "has (", limit, " bytes); use a smaller d_state or the Triton/reference backend");
   TORCH_CHECK(p.batch * (p.dim / p.warps) <= int64_t{0x7fffffff}, "selective_scan CUDA: batch * dim too large");
 }
 
@@ -341,8 +352,10 @@ py::dict launch_plan(int64_t dim, int64_t n_groups, int64_t dstate, int64_t seql
   d["chunk_tail"] = mamba_cuda::kChunkTail;
   d["num_chunks"] = num_chunks(seqlen);
   d["smem_limit"] = limit;
-  d["fwd_warps"] = mamba_cuda::plan_warps(dpg, dstate, limit, false, max_warps(false));
-  d["fwd_smem"] = mamba_cuda::fwd_smem_bytes(d["fwd_warps"].cast<int>(), dstate);
+  const int tiles = fwd_tiles(dpg, dstate, limit);
+  d["fwd_tiles"] = tiles;
+  d["fwd_warps"] = mamba_cuda::plan_warps(dpg, dstate, limit, false, max_warps(false), tiles);
+  d["fwd_smem"] = mamba_cuda::fwd_smem_bytes(d["fwd_warps"].cast<int>(), dstate, tiles);
   const int bw = mamba_cuda::plan_warps(dpg, dstate, limit, true, max_warps(true));
   d["bwd_warps"] = bw;
   d["bwd_smem"] = mamba_cuda::bwd_smem_bytes(bw, dstate);

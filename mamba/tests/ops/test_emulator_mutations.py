@@ -5,11 +5,14 @@ small emulated scan then fails, while the same build with no mutation enabled pa
 Mutations (all in one build, chosen at launch by CUDA_EMU_MUTATION):
 1. the backward's dB/dC reduction rows single- instead of double-buffered: a warp that runs ahead
    overwrites rows that other warps are still summing (a race only a drifting schedule shows);
-2. the forward's barrier between staging the B/C tile and using it removed;
+2. the forward's barrier between staging the B/C tile and using it removed (with the next
+   chunk's tile staged during the state loop, the only barrier per chunk);
 3. an off-by-one tail: rows written one step past the end of the sequence (a global-memory write
    out of bounds, seen by the poisoned guards around the tensors);
 4. the backward's adjoint carries cleared one element too far (a shared-memory write out of
-   bounds, seen by the emulator's guard zones).
+   bounds, seen by the emulator's guard zones);
+5. the forward's next B/C tile staged into the buffer the current chunk is reading (one buffer
+   where two are needed).
 Every test builds against the CPU emulator (marker ``slow``; CUDA_EMU_TESTS=0 skips).
 """
 
@@ -38,10 +41,13 @@ MUTATIONS = {
     ],
     "selective_scan_fwd.cuh": [
         (
-            "      stage_bc_tile<T, kChunkFull>(p, b, g, t0, tile_b, tile_c);\n    __syncthreads();",
-            "      stage_bc_tile<T, kChunkFull>(p, b, g, t0, tile_b, tile_c);\n"
-            "    if (emu::mutation() != 2) __syncthreads();",
-        )
+            "    // chunk, whose buffer now receives the next tile.\n    __syncthreads();",
+            "    // chunk, whose buffer now receives the next tile.\n    if (emu::mutation() != 2) __syncthreads();",
+        ),
+        (
+            "float* next_b = tiles + (prefetch ? ((j + 1) & 1) * tile_floats : 0);",
+            "float* next_b = tiles + (prefetch ? ((j + (emu::mutation() != 5)) & 1) * tile_floats : 0);",
+        ),
     ],
     "scan_common.cuh": [
         (
@@ -123,7 +129,7 @@ def test_mutant_build_without_mutation_matches(mutants, expected, monkeypatch):
     assert written == [] and _differences(results, expected) == []
 
 
-@pytest.mark.parametrize("mutation", [1, 2], ids=["single_buffer_red", "missing_barrier"])
+@pytest.mark.parametrize("mutation", [1, 2, 5], ids=["single_buffer_red", "missing_barrier", "single_buffer_tile"])
 def test_race_is_caught(mutants, expected, mutation, monkeypatch):
     monkeypatch.setenv("CUDA_EMU_MUTATION", str(mutation))
     results, _ = _scan(mutants, _inputs())
@@ -142,6 +148,19 @@ def test_shared_write_past_the_end_is_caught(mutants, expected, monkeypatch):
         _scan(mutants, _inputs())
 
 
+def test_forward_with_one_tile_matches(mutants, expected, monkeypatch):
+    """Where two B/C tiles do not fit the device's shared memory, the forward stages one tile per
+    chunk between two barriers instead of prefetching: bit-identical results."""
+    monkeypatch.setenv("CUDA_EMU_MUTATION", "0")
+    monkeypatch.setenv("CUDA_EMU_SMEM_LIMIT", str(12 * 1024))
+    plan = mutants.launch_plan(4, 1, 4, 300)
+    assert plan["fwd_tiles"] == 1 and plan["fwd_warps"] == 4
+    u, delta, A, B, C, D, z, bias, _ = _inputs()
+    out, states = torch.zeros_like(u), torch.zeros(1, 4, mutants.num_chunks(300), 4)
+    mutants.fwd(u, delta, A, B, C, D, z, bias, True, False, out, states)
+    assert torch.equal(out, expected["out"]) and torch.equal(states, expected["states"])
+
+
 def test_launch_plan_follows_the_device_shared_memory(mutants, monkeypatch):
     """launch_plan and the launches use the device's opt-in shared memory (the emulator's
     CUDA_EMU_SMEM_LIMIT): N = 40 fits 8 backward warps on an H100, 4 on an A100."""
@@ -150,6 +169,11 @@ def test_launch_plan_follows_the_device_shared_memory(mutants, monkeypatch):
     monkeypatch.setenv("CUDA_EMU_SMEM_LIMIT", str(163 * 1024))
     a100 = mutants.launch_plan(64, 1, 40, 300)
     assert h100["smem_limit"] == 227 * 1024 and a100["smem_limit"] == 163 * 1024
+    # Two forward tiles (181 KB at N = 40) fit an H100, not an A100, which stages one at a time.
+    assert h100["fwd_tiles"] == 2 and a100["fwd_tiles"] == 1 and a100["fwd_smem"] <= 163 * 1024
+    # At N = 36 two tiles would fit an A100 only with 4 warps (fewer threads than a chunk's steps,
+    # no overlap): one tile with 8 warps instead.
+    assert mutants.launch_plan(64, 1, 36, 300)["fwd_tiles"] == 1
     assert h100["bwd_warps"] == 8 and a100["bwd_warps"] == 4
     assert a100["bwd_smem"] <= 163 * 1024 < h100["bwd_smem"]
     monkeypatch.setenv("CUDA_EMU_SMEM_LIMIT", str(48 * 1024))

@@ -164,6 +164,7 @@ def test_chunk_geometry(kernel):
         assert module.num_chunks(seqlen) == chunks, seqlen
     plan = module.launch_plan(768, 1, 16, 3137)
     assert plan["fwd_warps"] == 8 and plan["bwd_warps"] == 8 and plan["num_chunks"] == 14
+    assert plan["fwd_tiles"] == 2  # the next chunk's B/C tile is staged while one computes
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
