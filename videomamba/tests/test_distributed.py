@@ -194,4 +194,6 @@ def test_collectives_on_two_gloo_processes():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    torch.multiprocessing.spawn(_two_rank_worker, args=(port,), nprocs=2)  # a worker's failure raises here
+    # Forked, the workers start with everything imported (spawned ones spend most of their time importing);
+    # each sets one torch thread before its first op. A worker's failure raises here.
+    torch.multiprocessing.start_processes(_two_rank_worker, args=(port,), nprocs=2, start_method="fork")
