@@ -1,8 +1,8 @@
 """The shared checkpoint loader against synthetic checkpoints in the original release's formats.
 
-The synthetic state dicts are built here from the key list and shapes of the original release
-(inventory section 6.1), not from our model's state_dict, so a renamed or reshaped parameter
-in the backbone makes these tests fail.
+The synthetic state dicts are built from the original release's key list and shapes, written out
+here rather than taken from our model's state_dict, so a renamed or reshaped parameter in the
+backbone makes these tests fail.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from videomamba.core.pretrained import (
 
 
 def original_state_dict(dim, depth, classes=1000, img=224, frames=None, tubelet=1, seed=0):
-    """Random tensors under the original's keys, in its order (inventory 6.1)."""
+    """Random tensors under the original's keys, in its order."""
     gen = torch.Generator().manual_seed(seed)
     inner, rank, patches = 2 * dim, math.ceil(dim / 16), (img // 16) ** 2
     shapes = {"cls_token": (1, 1, dim), "pos_embed": (1, patches + 1, dim)}
