@@ -12,7 +12,7 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # PEP 517 builds do not add it
-from causal_conv1d.kernel_infra.build import kernel_extensions  # noqa: E402
+from causal_conv1d.kernel_infra.build import kernel_extensions
 
 setup(
     ext_modules=kernel_extensions(

@@ -79,8 +79,8 @@ def _size_problems(model: str, checkpoints: dict[str, str]) -> list[str]:
 def _registered(name: str) -> bool:
     import timm
 
-    import videomamba  # noqa: F401  (registers the backbones)
-    import videomamba.core.pretrain  # noqa: F401  (masked-pretraining students)
+    import videomamba
+    import videomamba.core.pretrain
     import videomamba.image_sm.models  # noqa: F401  (distillation variants)
 
     return timm.is_model(name)

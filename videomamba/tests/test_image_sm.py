@@ -436,5 +436,3 @@ def test_exp_script_runs_without_slurm_with_overrides(image_folder, tmp_path):
 
 
 # ------------------------------------------------------------------------- shared utilities
-
-

@@ -16,7 +16,7 @@ import pytest
 import timm
 import torch
 
-import videomamba.core.pretrain  # noqa: F401  (registers the *_pretrain students)
+import videomamba.core.pretrain
 import videomamba.image_sm.models  # noqa: F401  (registers the *_distill variants)
 from videomamba.core.backbone import VIDEOMAMBA_SIZES, model_size
 

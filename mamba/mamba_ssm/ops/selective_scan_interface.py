@@ -362,7 +362,7 @@ def selective_scan_fn(
     if backend == "ref":
         if not reverse:
             return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-        flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731
+        flip = lambda t: None if t is None else t.flip(-1)
         res = selective_scan_ref(
             flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus, True
         )
@@ -599,7 +599,7 @@ def mamba_inner_ref(
     )
     x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj_weight)
     delta, B, C = _delta_B_C(x_dbl, delta_proj_weight, A.shape[1], B_proj_bias, C_proj_bias, xz.shape[-1])
-    flip = (lambda t: t.flip(-1)) if reverse else (lambda t: t)  # noqa: E731
+    flip = (lambda t: t.flip(-1)) if reverse else (lambda t: t)
     y = flip(selective_scan_ref(flip(x), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus))
     if out_proj_weight is None:
         return y
@@ -789,7 +789,7 @@ def bimamba_inner_ref(
 def _backward_params(
     conv_w, conv_b, x_proj_w, dt_proj_w, D, delta_bias, conv_w_b, conv_b_b, x_proj_w_b, dt_proj_w_b, D_b, delta_bias_b
 ):
-    pick = lambda own, shared: shared if own is None else own  # noqa: E731
+    pick = lambda own, shared: shared if own is None else own
     return (
         pick(conv_w_b, conv_w),
         pick(conv_b_b, conv_b),
@@ -869,7 +869,7 @@ def bimamba_inner_fn(
             *b,
             divide_out=divide_out,
         )
-    as_2d = lambda w: rearrange(w, "d 1 w -> d w") if w.dim() == 3 else w  # noqa: E731
+    as_2d = lambda w: rearrange(w, "d 1 w -> d w") if w.dim() == 3 else w
     return _apply_mixer(
         xz,
         out_proj_weight,

@@ -353,7 +353,7 @@ def test_chunk_states(reverse):
     flip = (lambda t: t.flip(-1)) if reverse else (lambda t: t)
     for c in range(n_chunks):
         steps = min((c + 1) * chunk, case.L)  # processing steps done after chunk c
-        take = lambda t, steps=steps: flip(flip(t)[..., :steps])  # noqa: E731
+        take = lambda t, steps=steps: flip(flip(t)[..., :steps])
         _, h = selective_scan_ref(
             flip(take(x["u"])), flip(take(x["delta"])), x["A"], flip(take(x["B"])), flip(take(x["C"])), None, None,
             x["delta_bias"], True, True,

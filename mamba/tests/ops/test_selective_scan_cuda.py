@@ -48,8 +48,8 @@ NAMES = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias")
 def _inputs(batch, dim, dstate, seqlen, groups, dtype, device, seed=0, bias_scale=0.5, has_z=True, has_d=True,
             has_bias=True):  # fmt: skip
     g = torch.Generator().manual_seed(seed)
-    low = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
-    f32 = lambda t: t.to(device=device)  # noqa: E731
+    low = lambda t: t.to(device=device, dtype=dtype)
+    f32 = lambda t: t.to(device=device)
     u = low(torch.randn(batch, dim, seqlen, generator=g))
     delta = low(0.5 * torch.rand(batch, dim, seqlen, generator=g))
     A = f32(-0.5 * torch.rand(dim, dstate, generator=g))
@@ -85,7 +85,7 @@ def _scan_in_dtype(args, softplus, reverse):
     """The scan computed by PyTorch entirely in the input dtype (for the low-precision rule)."""
     u, delta, A, B, C, D, z, delta_bias = args
     dt = u.dtype
-    flip = (lambda t: None if t is None else t.flip(-1)) if reverse else (lambda t: t)  # noqa: E731
+    flip = (lambda t: None if t is None else t.flip(-1)) if reverse else (lambda t: t)
     u, delta, B, C, z = flip(u), flip(delta), flip(B), flip(C), flip(z)
     if delta_bias is not None:
         delta = delta + delta_bias.to(dt)[:, None]
