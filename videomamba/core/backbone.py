@@ -324,7 +324,7 @@ class VisionMamba(nn.Module):
         hidden, residual = tokens, None
         checkpointed = self.grad_checkpointing_blocks if self.grad_checkpointing and torch.is_grad_enabled() else 0
         for i, layer in enumerate(self.layers):
-            hidden, residual = layer(hidden, residual, use_checkpoint=i < checkpointed)
+            hidden, residual = layer(hidden, residual, grad_checkpointing=i < checkpointed)
             if i - 1 in return_layers:  # residual now holds the stream after mixer i - 1
                 features.append(self.norm_f(residual))
         if residual is None:  # depth 0: nothing to add

@@ -292,7 +292,11 @@ class Block(nn.Module):
             raise TypeError("fused_add_norm needs an nn.LayerNorm or RMSNorm norm")
 
     def forward(
-        self, hidden_states: Tensor, residual: Tensor | None = None, inference_params=None, use_checkpoint: bool = False
+        self,
+        hidden_states: Tensor,
+        residual: Tensor | None = None,
+        inference_params=None,
+        grad_checkpointing: bool = False,
     ) -> tuple[Tensor, Tensor]:
         if not self.fused_add_norm:
             residual = hidden_states if residual is None else residual + self.drop_path(hidden_states)
@@ -310,7 +314,7 @@ class Block(nn.Module):
                 residual_in_fp32=self.residual_in_fp32,
                 eps=self.norm.eps,
             )
-        if use_checkpoint:
+        if grad_checkpointing:
             hidden_states = checkpoint(self.mixer, hidden_states, inference_params, use_reentrant=False)
         else:
             hidden_states = self.mixer(hidden_states, inference_params=inference_params)
