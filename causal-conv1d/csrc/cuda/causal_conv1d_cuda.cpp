@@ -140,7 +140,7 @@ void bwd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::
   check_launch(err, "backward");
 }
 
-// The TORCH_CUDA_ARCH_LIST of the build, as one token (causal_conv1d.build.arch_define), for the
+// The TORCH_CUDA_ARCH_LIST of the build, as one token (causal_conv1d.kernel_infra.build.arch_define), for the
 // dispatcher's message when the GPU is not among them.
 #define KERNEL_STRINGIFY2(x) #x
 #define KERNEL_STRINGIFY(x) KERNEL_STRINGIFY2(x)

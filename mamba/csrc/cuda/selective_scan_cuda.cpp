@@ -366,7 +366,7 @@ py::dict launch_plan(int64_t dim, int64_t n_groups, int64_t dstate, int64_t seql
 
 }  // namespace
 
-// The TORCH_CUDA_ARCH_LIST of the build, as one token (causal_conv1d.build.arch_define), for the
+// The TORCH_CUDA_ARCH_LIST of the build, as one token (causal_conv1d.kernel_infra.build.arch_define), for the
 // dispatcher's message when the GPU is not among them.
 #define KERNEL_STRINGIFY2(x) #x
 #define KERNEL_STRINGIFY(x) KERNEL_STRINGIFY2(x)
