@@ -18,11 +18,9 @@ Models, all on 224x224 frames in 16x16 patches (1 + 196 * T tokens, the cls toke
   each patch position, then over space within each frame (cls joins every frame and is averaged back),
   then the MLP.
 
-| size | width | VideoMamba depth | ViT depth, heads |
-|---|---:|---:|---:|
-| tiny | 192 | 24 | 12, 3 |
-| small | 384 | 24 | 12, 6 |
-| middle | 576 | 32 | 16, 9 |
+Sizes are the backbone's (`VIDEOMAMBA_SIZES`: tiny 192 wide, 24 blocks; small 384, 24; middle 576,
+32; base 768, 24); the ViT of a size has its width, half its blocks and 64-wide heads (tiny: 12 blocks,
+3 heads).
 
 Modes: `infer` = forward at batch 1 under `torch.inference_mode()`; `train` = forward, cross-entropy
 backward and an AdamW step at batch `--train-batch` (CPU default 1, CUDA 8). Every measurement (model,
@@ -64,11 +62,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {  # width, VideoMamba depth, ViT depth, ViT heads
-    "tiny": (192, 24, 12, 3),
-    "small": (384, 24, 12, 6),
-    "middle": (576, 32, 16, 9),
-}
+
+
+def size_config(size: str) -> tuple[int, int, int, int]:
+    """Width, VideoMamba depth, ViT depth, ViT heads: the ViT has half the blocks, 64-wide heads."""
+    from videomamba.core.backbone import VIDEOMAMBA_SIZES
+
+    width, depth = VIDEOMAMBA_SIZES[size]["embed_dim"], VIDEOMAMBA_SIZES[size]["depth"]
+    return width, depth, depth // 2, width // 64
+
+
 MODELS = {
     "videomamba": "VideoMamba",
     "videomamba-compiled": "VideoMamba (torch.compile)",
@@ -88,7 +91,7 @@ def build_model(model: str, size: str, frames: int):
     import torch
     from torch import nn
 
-    width, mamba_depth, vit_depth, heads = SIZES[size]
+    width, mamba_depth, vit_depth, heads = size_config(size)
     if model.endswith("-compiled"):
         return torch.compile(build_model(model.removesuffix("-compiled"), size, frames))
     if model == "videomamba":
@@ -324,7 +327,9 @@ def draw(results: list[dict], path: Path, title: str) -> None:
     colors = {"videomamba": "tab:green", "videomamba-compiled": "tab:olive", "vit-joint": "tab:red",
               "vit-joint-compiled": "tab:pink", "vit-divided": "tab:orange"}  # fmt: skip
     styles = {"infer": "-", "train": "--"}
-    markers = {"tiny": "o", "small": "s", "middle": "^"}
+    from videomamba.core.backbone import VIDEOMAMBA_SIZES
+
+    markers = {size: "os^Dv*"[i % 6] for i, size in enumerate(VIDEOMAMBA_SIZES)}
     series = {}
     for r in results:
         if "error" not in r:
@@ -356,9 +361,11 @@ def draw(results: list[dict], path: Path, title: str) -> None:
 
 
 def parse_args() -> argparse.Namespace:
+    from videomamba.core.backbone import VIDEOMAMBA_SIZES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--sizes", nargs="+", default=["tiny"], choices=SIZES)
+    p.add_argument("--sizes", nargs="+", default=["tiny"], choices=sorted(VIDEOMAMBA_SIZES))
     p.add_argument("--frames", nargs="+", type=int, default=[8, 16, 32, 64])
     p.add_argument("--modes", nargs="+", default=["infer", "train"], choices=("infer", "train"))
     p.add_argument("--attention", nargs="+", default=["joint"], choices=("joint", "divided"),
