@@ -264,7 +264,7 @@ Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor&
 int64_t fwd_workspace_floats(const ScanParams& p) { return kBlock * (2 * p.dstate + 4 * p.chunk); }
 
 int64_t bwd_workspace_floats(const ScanParams& p) {
-  return kBlock * ((2 * p.chunk + 1) * p.dstate + 8 * p.dstate + 10 * p.chunk);
+  return kBlock * ((2 * p.chunk + 1) * p.dstate + 6 * p.dstate + 10 * p.chunk);
 }
 
 // ---- module functions --------------------------------------------------------------------------

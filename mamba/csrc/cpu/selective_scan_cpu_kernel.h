@@ -197,21 +197,21 @@ SS_INLINE vf level4(vf a, vf b) { return quarters_level(a, b, vni{0, 2, 4, 6}, v
 #error "SS_WIDTH must be 16, 8 or 4"
 #endif
 
-// Rows past `count` read as zero.
-SS_INLINE vf transpose_sum16(const vf* v, int64_t count) {
+// transpose_sum16 of v[i] * scale. Rows past `count` read as zero.
+SS_INLINE vf transpose_sum16(const vf* v, vf scale, int64_t count) {
   vf x[16];
-  for (int i = 0; i < 16; ++i) x[i] = i < count ? v[i] : splat(0.f);
+  for (int i = 0; i < 16; ++i) x[i] = i < count ? v[i] * scale : splat(0.f);
   vf l1[8], l2[4];
   for (int i = 0; i < 8; ++i) l1[i] = level1(x[2 * i], x[2 * i + 1]);
   for (int i = 0; i < 4; ++i) l2[i] = level2(l1[2 * i], l1[2 * i + 1]);
   return level4(level3(l2[0], l2[1]), level3(l2[2], l2[3]));
 }
 
-// out[n] += sum over lanes of v[n], for n < N.
-SS_INLINE void add_lane_sums(const vf* v, int64_t N, float* out) {
+// out[n] += sum over lanes of v[n] * scale, for n < N.
+SS_INLINE void add_lane_sums(const vf* v, vf scale, int64_t N, float* out) {
   for (int64_t n0 = 0; n0 < N; n0 += 16) {
     const int64_t cnt = N - n0 < 16 ? N - n0 : 16;
-    const vf r = transpose_sum16(v + n0, cnt);
+    const vf r = transpose_sum16(v + n0, scale, cnt);
     if (cnt == 16) {
       for (int i = 0; i < kParts; ++i) {
         typedef float vn_unaligned __attribute__((vector_size(4 * SS_WIDTH), aligned(4)));
@@ -531,8 +531,20 @@ void fwd_block(const ScanParams& p, int64_t task, float* work) {
 
 // ------------------------------------------------------------------------------------------------
 // Backward: one task = blocks [first, last) of one (batch, group), processed one after the other.
-// Workspace (floats): 16 * ((2 * chunk + 1) * N + 8 * N + 10 * chunk).
+// Workspace (floats): 16 * ((2 * chunk + 1) * N + 6 * N + 10 * chunk).
 // ------------------------------------------------------------------------------------------------
+
+// One state of one step of the backward's reverse walk (see the formulas at the top): g from the
+// state gradient after it (`g` in, g out), dA of the chunk, and the per-step sums over states.
+SS_INLINE void reverse_state(vf a_next, vf a, vf h_prev, vf A, float C, float B, vf dy, vf dt, vf& g, vf& dA,
+                             vf& gAw, vf& gB) {
+  const vf gn = a_next * g + dy * C;
+  const vf gw = gn * (a * h_prev);
+  dA += gw * dt;
+  gAw += gw * A;
+  gB += gn * B;
+  g = gn;
+}
 
 template <typename T, int NT, bool kNonPos>
 void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
@@ -548,12 +560,10 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
   vf* A2 = AB + CH * N;                  // N: A * log2(e)
   vf* Av = A2 + N;                       // N: A
   vf* gs = Av + N;                       // N: state gradient g
-  vf* anext = gs + N;                    // N: decay of the following step
+  vf* anext = gs + N;                    // N: decays of the first step of the chunk after this one
   vf* dAc = anext + N;                   // N: dA of this chunk
   vf* dAt = dAc + N;                     // N: dA of all chunks
-  vf* dBs = dAt + N;                     // N: dB contributions of one step (per lane)
-  vf* dCs = dBs + N;                     // N: dC contributions of one step
-  float* U = reinterpret_cast<float*>(dCs + N);
+  float* U = reinterpret_cast<float*>(dAt + N);
   float* DT = U + kLanes * CH;
   float* DTU = DT + kLanes * CH;
   float* SPD = DTU + kLanes * CH;
@@ -651,46 +661,52 @@ void bwd_blocks(const ScanParams& p, int64_t task, float* work) {
         }
       }
 
-      // Reverse walk over the chunk.
+      // Reverse walk over the chunk. The decays of the step after j are AB's row j + 1, or for the
+      // chunk's last step `anext`, the first row of the chunk after it (zero after the last step).
+      // Only g and dA are stored per state: the dB and dC terms (g * dtu, h * dy) are formed in the
+      // lane sums from gs and H, which hold them anyway (the step loop is bound by its stores).
       for (int64_t n = 0; n < N; ++n) dAc[n] = splat(0.f);
       vf dDc = splat(0.f), dbc = splat(0.f);
       for (int64_t j = len - 1; j >= 0; --j) {
         const int64_t s = s0 + j;
         const float* Bs = Bt + s * N;
         const float* Cs = Ct + s * N;
-        const vf dy = load(DY + kLanes * j), dt = load(DT + kLanes * j), dtu = load(DTU + kLanes * j);
+        const vf dy = load(DY + kLanes * j), dt = load(DT + kLanes * j);
         const vf* hp = H + j * N;
-        const vf* hn = H + (j + 1) * N;
         const vf* ab = AB + j * N;
-        vf gB0 = splat(0.f), gB1 = splat(0.f), gAw0 = splat(0.f), gAw1 = splat(0.f);
-#pragma GCC unroll 4
-        for (int64_t n = 0; n < N; ++n) {
-          const vf gn = anext[n] * gs[n] + dy * Cs[n];
-          const vf a = ab[n];
-          const vf gw = gn * (a * hp[n]);
-          dAc[n] += gw * dt;
-          if (n & 1) {
-            gAw1 += gw * Av[n];
-            gB1 += gn * Bs[n];
-          } else {
-            gAw0 += gw * Av[n];
-            gB0 += gn * Bs[n];
-          }
-          dBs[n] = gn * dtu;
-          dCs[n] = hn[n] * dy;
-          gs[n] = gn;
-          anext[n] = a;
+        const vf* an = j + 1 < len ? AB + (j + 1) * N : anext;
+        // kAcc partial sums each (states n % kAcc). AVX2 takes one: with two, the loop no longer fits
+        // its 16 ymm registers (measured 10 % slower); AVX-512 has the registers, and the baseline
+        // spills either way but was measured faster with two.
+        constexpr int kAcc = kParts == 2 ? 1 : 2;
+        vf gB[kAcc], gAw[kAcc];
+        for (int q = 0; q < kAcc; ++q) gB[q] = gAw[q] = splat(0.f);
+        int64_t n = 0;
+#pragma GCC unroll 8
+        for (; n + kAcc <= N; n += kAcc)
+          for (int q = 0; q < kAcc; ++q)
+            reverse_state(an[n + q], ab[n + q], hp[n + q], Av[n + q], Cs[n + q], Bs[n + q], dy, dt, gs[n + q],
+                          dAc[n + q], gAw[q], gB[q]);
+        for (; n < N; ++n)
+          reverse_state(an[n], ab[n], hp[n], Av[n], Cs[n], Bs[n], dy, dt, gs[n], dAc[n], gAw[0], gB[0]);
+        vf gBs = gB[0], gAws = gAw[0];
+        if constexpr (kAcc == 2) {
+          gBs += gB[1];
+          gAws += gAw[1];
         }
-        add_lane_sums(dBs, N, dBp + s * N);
-        add_lane_sums(dCs, N, dCp + s * N);
-        const vf gB = gB0 + gB1, gAw = gAw0 + gAw1, u = load(U + kLanes * j);
-        const vf dd = (u * gB + gAw) * load(SPD + kLanes * j);
-        store(DU + kLanes * j, Dv * dy + dt * gB);
+        add_lane_sums(gs, load(DTU + kLanes * j), N, dBp + s * N);
+        add_lane_sums(H + (j + 1) * N, dy, N, dCp + s * N);
+        const vf u = load(U + kLanes * j);
+        const vf dd = (u * gBs + gAws) * load(SPD + kLanes * j);
+        store(DU + kLanes * j, Dv * dy + dt * gBs);
         store(DD + kLanes * j, dd);
         dDc += dy * u;
         dbc += dd;
       }
-      for (int64_t n = 0; n < N; ++n) dAt[n] += dAc[n];
+      for (int64_t n = 0; n < N; ++n) {
+        dAt[n] += dAc[n];
+        anext[n] = AB[n];
+      }
       dDt += dDc;
       dbt += dbc;
 

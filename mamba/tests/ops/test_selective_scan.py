@@ -200,6 +200,7 @@ CASES = [
     Case(L=129, N=16, groups=2, reverse=True),
     Case(L=129, N=1, strided_z=True, has_z=True),
     Case(L=129, N=4, batch=1, dim=4),
+    Case(L=65, N=17, dim=20, reverse=True),  # N past one 16-state lane sum, odd
     # (The reference's backward costs ~L^2 * batch * dim * N: keep those small at L = 2049.)
     Case(L=2049, N=16, batch=1, dim=16),
     Case(L=2049, N=4, batch=1, dim=16, reverse=True, strided_z=True),
