@@ -19,9 +19,17 @@
 // (CPU_SIMD_HAVE_X86_VARIANTS undefined) only the baseline copy is built.
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
 #define CPU_SIMD_HAVE_X86_VARIANTS 1
+#define CPU_SIMD_TARGET_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#ifdef CPU_SIMD_EMULATE_AVX512
+// Test builds (-DCPU_SIMD_EMULATE_AVX512): the 16-wide copy is compiled for AVX2 with cpu_simd.h's
+// generic vector code, and "avx512" is offered wherever AVX2 runs, so that its loops (transposes,
+// lane sums, 16-lane blocks in one vector) can be checked on a CPU without AVX-512. The AVX-512
+// intrinsics in cpu_simd.h are not exercised by such a build.
+#define CPU_SIMD_TARGET_AVX512_BEGIN CPU_SIMD_TARGET_AVX2_BEGIN
+#else
 #define CPU_SIMD_TARGET_AVX512_BEGIN \
   _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c\")")
-#define CPU_SIMD_TARGET_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#endif
 #define CPU_SIMD_TARGET_END _Pragma("GCC pop_options")
 #endif
 
@@ -39,8 +47,12 @@ inline int cpu_isa_best_level() {
   static const int level = [] {
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#ifdef CPU_SIMD_EMULATE_AVX512
+    const bool avx512 = avx2;
+#else
     const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#endif
     return avx512 ? kCpuIsaAvx512 : (avx2 ? kCpuIsaAvx2 : kCpuIsaDefault);
   }();
   return level;

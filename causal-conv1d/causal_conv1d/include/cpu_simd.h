@@ -46,7 +46,10 @@
 #ifndef CPU_SIMD_INLINE
 #define CPU_SIMD_INLINE inline __attribute__((always_inline))
 #endif
-#if defined(__x86_64__) || defined(__i386__)
+// CPU_SIMD_EMULATE_AVX512 (test builds only, see cpu_isa.h): the 16-wide copy uses the generic
+// vector code below instead of AVX-512 intrinsics, so it runs on an AVX2 CPU.
+#undef CPU_SIMD_X86
+#if (defined(__x86_64__) || defined(__i386__)) && !(CPU_SIMD_WIDTH == 16 && defined(CPU_SIMD_EMULATE_AVX512))
 #define CPU_SIMD_X86 1
 #else
 #define CPU_SIMD_X86 0

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from causal_conv1d.kernel_infra.testing import emu_build, kernel_backends
 from mamba_ssm.ops.selective_scan_interface import (
     SelectiveScanFn,
     dispatcher,
@@ -253,6 +254,27 @@ def test_every_instruction_set(isa, monkeypatch):
     compare_with_reference(Case(L=130, N=16, dim=40, groups=2, reverse=True, strided_z=True))
     compare_with_reference(Case(L=67, N=4, dtype=BF16, dim=32))
     compare_with_reference(Case(L=67, N=16, dtype=F16, dim=16, reverse=True))
+
+
+@pytest.mark.slow
+def test_avx512_copy_emulated(monkeypatch):
+    """Where the CPU has no AVX-512, the AVX-512 copy's loops (16 lanes in one vector: its own
+    transposes and lane sums) still run, built with -DCPU_SIMD_EMULATE_AVX512 (generic 16-wide
+    vectors compiled for AVX2; cpu_simd.h's AVX-512 intrinsics are not exercised)."""
+    monkeypatch.delenv("MAMBA_CPU_ISA", raising=False)
+    if K.isa() != "avx2":
+        pytest.skip("AVX-512 runs natively here (test_every_instruction_set)" if K.isa() == "avx512" else "needs AVX2")
+    emulated = emu_build.avx512_emulated("mamba_ssm")
+    monkeypatch.setenv("MAMBA_CPU_ISA", "avx512")
+    assert emulated.isa() == "avx512"
+    with kernel_backends.route([(dispatcher, emulated)], "cpu"):
+        for case in (
+            Case(L=130, N=16, dim=40, groups=2, reverse=True, strided_z=True),
+            Case(L=65, N=17, dim=20),
+            Case(L=67, N=4, dtype=BF16, dim=32),
+            Case(L=67, N=16, dtype=F16, dim=16, reverse=True),
+        ):
+            compare_with_reference(case)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])

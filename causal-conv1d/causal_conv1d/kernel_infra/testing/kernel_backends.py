@@ -55,7 +55,7 @@ class KernelBackend:
 
 
 @contextlib.contextmanager
-def _route(dispatchers_and_modules, backend: str) -> Iterator[None]:
+def route(dispatchers_and_modules, backend: str) -> Iterator[None]:
     """Force `backend` on every dispatcher; with modules given, substitute them for it."""
     saved = []
     with contextlib.ExitStack() as stack:
@@ -96,9 +96,7 @@ def cuda_backend(dispatchers) -> KernelBackend | str:
                 return f"{ALLOW_UNBUILT_CUDA_ENV}=1 and the {dispatcher.package} CUDA kernels are not built"
             pytest.fail(unbuilt_cuda_message(dispatcher), pytrace=False)
     modules = {d.package: d.kernels("cuda") for d in dispatchers}
-    return KernelBackend(
-        "cuda", torch.device("cuda"), lambda: _route([(d, None) for d in dispatchers], "cuda"), modules
-    )
+    return KernelBackend("cuda", torch.device("cuda"), lambda: route([(d, None) for d in dispatchers], "cuda"), modules)
 
 
 _EMULATED: dict[str, object] = {}
@@ -124,7 +122,7 @@ def emulated_backend(dispatchers) -> KernelBackend | str:
         return reason
     routed = [(d, emulated_module(d.package)) for d in dispatchers]
     return KernelBackend(
-        "emulated", torch.device("cpu"), lambda: _route(routed, "cpu"), {d.package: m for d, m in routed}
+        "emulated", torch.device("cpu"), lambda: route(routed, "cpu"), {d.package: m for d, m in routed}
     )
 
 
