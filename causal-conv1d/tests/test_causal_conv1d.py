@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update, dispatcher
+from causal_conv1d.kernel_infra.testing import emu_build, kernel_backends
 
 LOW_PRECISION_RTOL = {torch.bfloat16: 2**-7, torch.float16: 2**-10}
 LOW_PRECISION = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
@@ -96,6 +97,35 @@ def _force_isa(isa: str, monkeypatch) -> None:
         pytest.skip(f"this CPU runs at most {best}")
     monkeypatch.setenv("CAUSAL_CONV1D_CPU_ISA", isa)
     assert kernels.isa() == isa
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dispatcher.available()["cpu"], reason="the CPU kernel is not built")
+def test_avx512_copy_emulated(monkeypatch):
+    """Where the CPU has no AVX-512, the AVX-512 copy's loops still run, built with
+    -DCPU_SIMD_EMULATE_AVX512 (generic 16-wide vectors compiled for AVX2; cpu_simd.h's AVX-512
+    intrinsics are not exercised)."""
+    monkeypatch.delenv("CAUSAL_CONV1D_CPU_ISA", raising=False)
+    best = dispatcher.kernels("cpu").isa()
+    if best != "avx2":
+        pytest.skip("AVX-512 runs natively here (test_every_instruction_set_*)" if best == "avx512" else "needs AVX2")
+    emulated = emu_build.avx512_emulated("causal_conv1d")
+    monkeypatch.setenv("CAUSAL_CONV1D_CPU_ISA", "avx512")
+    assert emulated.isa() == "avx512"
+    with kernel_backends.route([(dispatcher, emulated)], "cpu"):
+        for seqlen, width, reverse, dtype in [
+            (131, 4, False, torch.float32),
+            (17, 3, True, torch.float32),
+            (77, 4, True, torch.bfloat16),
+            (40, 2, False, torch.float16),
+        ]:
+            x, weight, bias = _inputs(3, 20, seqlen, width, dtype, seqlen % 2 == 1, seed=seqlen)
+            out, grads = _fwd_bwd(x, weight, bias, "silu", reverse, "cpu")
+            ref_out, ref_grads = _fwd_bwd(x, weight, bias, "silu", reverse, "ref")
+            rtol = 1e-5 if dtype == torch.float32 else LOW_PRECISION_RTOL[dtype]
+            _close(out, ref_out, rtol, "out")
+            for name, grad, ref in zip(("dx", "dweight", "dbias"), grads, ref_grads, strict=False):  # no bias: 2
+                _close(grad, ref, rtol if name == "dx" else max(rtol, 1e-4), name)
 
 
 # Each compiled variant of the CPU kernel (AVX-512, AVX2, baseline) against the reference: every
