@@ -79,9 +79,11 @@ def _size_problems(model: str, checkpoints: dict[str, str]) -> list[str]:
 def _registered(name: str) -> bool:
     import timm
 
+    # Imported for their model registrations: the backbones, the masked-pretraining students and the
+    # distillation variants.
     import videomamba
     import videomamba.core.pretrain
-    import videomamba.image_sm.models  # noqa: F401  (distillation variants)
+    import videomamba.image_sm.models  # noqa: F401
 
     return timm.is_model(name)
 

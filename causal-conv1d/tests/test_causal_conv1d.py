@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update, dispatcher
-from causal_conv1d.kernel_infra.testing import emu_build, kernel_backends
+from causal_conv1d.kernel_infra.testing import kernel_backends
 
 LOW_PRECISION_RTOL = {torch.bfloat16: 2**-7, torch.float16: 2**-10}
 LOW_PRECISION = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
@@ -109,7 +109,7 @@ def test_avx512_copy_emulated(monkeypatch):
     best = dispatcher.kernels("cpu").isa()
     if best != "avx2":
         pytest.skip("AVX-512 runs natively here (test_every_instruction_set_*)" if best == "avx512" else "needs AVX2")
-    emulated = emu_build.avx512_emulated("causal_conv1d")
+    emulated = kernel_backends.avx512_emulated_module("causal_conv1d")
     monkeypatch.setenv("CAUSAL_CONV1D_CPU_ISA", "avx512")
     assert emulated.isa() == "avx512"
     with kernel_backends.route([(dispatcher, emulated)], "cpu"):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from causal_conv1d.kernel_infra.testing import emu_build, kernel_backends
+from causal_conv1d.kernel_infra.testing import kernel_backends
 from mamba_ssm.ops.selective_scan_interface import (
     SelectiveScanFn,
     dispatcher,
@@ -264,7 +264,7 @@ def test_avx512_copy_emulated(monkeypatch):
     monkeypatch.delenv("MAMBA_CPU_ISA", raising=False)
     if K.isa() != "avx2":
         pytest.skip("AVX-512 runs natively here (test_every_instruction_set)" if K.isa() == "avx512" else "needs AVX2")
-    emulated = emu_build.avx512_emulated("mamba_ssm")
+    emulated = kernel_backends.avx512_emulated_module("mamba_ssm")
     monkeypatch.setenv("MAMBA_CPU_ISA", "avx512")
     assert emulated.isa() == "avx512"
     with kernel_backends.route([(dispatcher, emulated)], "cpu"):

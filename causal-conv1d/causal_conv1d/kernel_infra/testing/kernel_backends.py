@@ -25,21 +25,30 @@ from causal_conv1d.kernel_infra.testing import emu_build
 ALLOW_UNBUILT_CUDA_ENV = "KERNEL_TESTS_ALLOW_UNBUILT_CUDA"
 
 # Per kernel package, relative to its source checkout (the folder holding its setup.py): the folder
-# of its CUDA sources, and the emulator's entry file (a .cpp that #includes those sources).
+# of its CUDA sources, the emulator's entry file (a .cpp that #includes those sources), and its CPU
+# extension's source.
 EMULATED_SOURCES = {
-    "causal_conv1d": ("csrc/cuda", "tests/emu_causal_conv1d.cpp"),
-    "mamba_ssm": ("csrc/cuda", "tests/ops/emu_selective_scan.cpp"),
+    "causal_conv1d": ("csrc/cuda", "tests/emu_causal_conv1d.cpp", "csrc/cpu/causal_conv1d_cpu.cpp"),
+    "mamba_ssm": ("csrc/cuda", "tests/ops/emu_selective_scan.cpp", "csrc/cpu/selective_scan_cpu.cpp"),
 }
 
 
-def emulated_sources(package: str) -> tuple[Path, Path]:
-    """(CUDA source folder, emulator entry file) of a kernel package; needs its source checkout
-    (an editable install), since the CUDA sources are not installed."""
+def _source(package: str, part: int) -> Path:
+    """Part `part` of a package's EMULATED_SOURCES as a path; needs its source checkout (an editable
+    install), since the kernel sources are not installed."""
     checkout = Path(importlib.util.find_spec(package).origin).resolve().parents[1]
-    cuda_dir, entry = (checkout / part for part in EMULATED_SOURCES[package])
-    if not entry.exists():
-        raise FileNotFoundError(f"{entry}: the CUDA emulator tests need {package}'s source checkout (pip install -e)")
-    return cuda_dir, entry
+    return checkout / EMULATED_SOURCES[package][part]
+
+
+def _existing(path: Path, package: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the emulated builds need {package}'s source checkout (pip install -e)")
+    return path
+
+
+def emulated_sources(package: str) -> tuple[Path, Path]:
+    """(CUDA source folder, emulator entry file) of a kernel package."""
+    return _source(package, 0), _existing(_source(package, 1), package)
 
 
 @dataclass
@@ -108,6 +117,15 @@ def emulated_module(package: str):
         cuda_dir, entry = emulated_sources(package)
         _EMULATED[package] = emu_build.load(f"{package}_cuda_emu", entry, [cuda_dir])
     return _EMULATED[package]
+
+
+def avx512_emulated_module(package: str):
+    """A package's CPU extension whose AVX-512 copy runs on an AVX2 CPU (compiled once per process):
+    checks the 16-wide loops where no AVX-512 CPU is at hand."""
+    name = f"{package}_cpu_avx512_emulated"
+    if name not in _EMULATED:
+        _EMULATED[name] = emu_build.load_avx512_emulated(name, _existing(_source(package, 2), package))
+    return _EMULATED[name]
 
 
 def emulated_backend(dispatchers) -> KernelBackend | str:
